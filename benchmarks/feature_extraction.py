@@ -1,0 +1,99 @@
+"""Feature-extraction throughput and the wall time of the `synthetic` group.
+
+Prints:
+1. images/s of eqbench's feature extraction (data → views → encoder → pooled features, through
+   :class:`FeatureStore`) against a bare forward of the same backbone at the same batch size on
+   ready-made tensors (target: ratio ≥ 0.9);
+2. wall time of `eqbench eval --task synthetic` with a cold and a warm feature cache.
+
+Usage: python benchmarks/feature_extraction.py [--arch vit_tiny_patch16_224] [--size 64]
+       [--n 2048] [--batch-size 256] [--skip-group] [--group-set n_train=2000 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from eqbench.backbones import create_encoder
+from eqbench.data import load_dataset
+from eqbench.features.store import FeatureStore
+from eqbench.protocols.views import view_batches, view_key
+
+
+def bare_forward(encoder: torch.nn.Module, n: int, size: int, batch: int) -> float:
+    x = torch.rand(batch, 3, size, size)
+    with torch.inference_mode():
+        encoder(x)  # warm-up
+        start = time.perf_counter()
+        done = 0
+        while done < n:
+            encoder(x)
+            done += batch
+    return done / (time.perf_counter() - start)
+
+
+def extraction(encoder: torch.nn.Module, n: int, size: int, batch: int) -> float:
+    dataset = load_dataset("photos", "train", n=n, seed=0)
+    store = FeatureStore(encoder, "bench", torch.device("cpu"), None, batch, show_progress=False)
+    store.get(dataset, {"warm": 1}, view_batches(dataset, size, 2 * size))  # warm-up + photo decode
+    dataset = load_dataset("photos", "train", n=n, seed=1)
+    start = time.perf_counter()
+    store.get(dataset, view_key(size, 2 * size, None, 1), view_batches(dataset, size, 2 * size))
+    return n / (time.perf_counter() - start)
+
+
+def group_wall_time(checkpoint: str, sets: list[str]) -> tuple[float, float]:
+    from eqbench.config import parse_overrides
+    from eqbench.evaluate import EvalConfig, evaluate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        times = []
+        for _ in ("cold", "warm"):
+            cfg = EvalConfig(
+                tasks="synthetic",
+                checkpoint=checkpoint,
+                results_dir=Path(tmp) / "results",
+                cache_dir=Path(tmp) / "cache",
+                overrides=parse_overrides(sets),
+                show_progress=False,
+            )
+            start = time.perf_counter()
+            evaluate(cfg)
+            times.append(time.perf_counter() - start)
+    return times[0], times[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--arch", default="vit_tiny_patch16_224")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--n", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--skip-group", action="store_true")
+    parser.add_argument("--group-set", nargs="*", default=[])
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    encoder = create_encoder(args.arch, img_size=args.size).eval()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{args.arch} at {args.size}px, batch {args.batch_size}"
+    )
+    bare = bare_forward(encoder, args.n, args.size, args.batch_size)
+    ours = extraction(encoder, args.n, args.size, args.batch_size)
+    print(f"bare forward:        {bare:8.1f} images/s")
+    print(f"eqbench extraction:  {ours:8.1f} images/s  (ratio {ours / bare:.2f}, target >= 0.90)")
+    if not args.skip_group:
+        for ckpt in ("baseline:pixels", f"baseline:random:{args.arch}"):
+            cold, warm = group_wall_time(ckpt, args.group_set)
+            print(f"synthetic group, {ckpt}: cold cache {cold:6.1f}s, warm cache {warm:6.1f}s")
+
+
+if __name__ == "__main__":
+    main()

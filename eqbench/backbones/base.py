@@ -1,0 +1,99 @@
+"""One feature API for every backbone.
+
+An :class:`Encoder` takes float images in [0, 1], shape ``(B, 3, H, W)``, applies its own input
+normalisation, and returns :class:`Features`: the global feature (CLS token, or pooled for models
+without one) and the patch tokens ``(B, N, D)`` with their grid size.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from eqbench.registry import Registry
+
+FeatureKind = Literal["cls", "avgpool", "cls+avgpool"]
+FEATURE_KINDS: tuple[str, ...] = ("cls", "avgpool", "cls+avgpool")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Features:
+    """Output of :meth:`Encoder.forward`.
+
+    Attributes:
+        cls: ``(B, D)`` CLS token, or ``None`` for models without one.
+        patch: ``(B, N, D)`` patch tokens (spatial feature-map cells for CNNs), row-major.
+        grid: ``(h, w)`` with ``h * w == N``.
+    """
+
+    cls: Tensor | None
+    patch: Tensor
+    grid: tuple[int, int]
+
+    def pooled(self, kind: FeatureKind | str = "cls") -> Tensor:
+        """The global feature ``(B, D')``: ``cls`` (mean patch token if there is no CLS),
+        ``avgpool`` (mean patch token) or ``cls+avgpool`` (both, concatenated)."""
+        mean = self.patch.mean(dim=1)
+        if kind == "avgpool":
+            return mean
+        cls = self.cls if self.cls is not None else mean
+        if kind == "cls":
+            return cls
+        if kind == "cls+avgpool":
+            return torch.cat([cls, mean], dim=-1)
+        raise ValueError(f"unknown feature kind {kind!r}; use one of {FEATURE_KINDS}")
+
+
+class Encoder(nn.Module):
+    """Base class of every backbone wrapper.
+
+    Attributes:
+        arch: backbone name as registered (or the timm name).
+        embed_dim: width ``D`` of the patch tokens and of the CLS token.
+        patch_size: stride of the patch grid in pixels.
+        has_cls: whether :attr:`Features.cls` is a real CLS token.
+    """
+
+    arch: str
+    embed_dim: int
+    patch_size: int
+    has_cls: bool
+
+    def __init__(
+        self,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """``(images - mean) / std`` with the encoder's preprocessing constants."""
+        mean: Tensor = self.mean  # type: ignore[assignment]
+        std: Tensor = self.std  # type: ignore[assignment]
+        return (images - mean.to(images.dtype)) / std.to(images.dtype)
+
+    @abstractmethod
+    def forward_tokens(self, x: Tensor) -> Features:
+        """Features of *normalised* images ``x``."""
+
+    def forward(self, images: Tensor) -> Features:
+        """Features of images in [0, 1], ``(B, 3, H, W)``."""
+        return self.forward_tokens(self.normalize(images))
+
+    def describe(self) -> dict[str, Any]:
+        """Backbone name and kwargs that rebuild this encoder (stored in checkpoints)."""
+        return {"name": self.arch, "kwargs": {}}
+
+
+#: ``name -> factory(img_size=..., **kwargs) -> Encoder``.
+BACKBONES: Registry[Callable[..., Encoder]] = Registry("backbone", "eqbench ls backbones")

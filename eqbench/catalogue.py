@@ -1,0 +1,63 @@
+"""What ``eqbench ls`` lists: rows for each registry and for the task files."""
+
+from __future__ import annotations
+
+import yaml
+
+Rows = list[tuple[str, ...]]
+
+
+def listing(what: str) -> tuple[Rows, tuple[str, ...]]:
+    """``(rows, headers)`` describing the registered ``what``."""
+    if what == "tasks":
+        from eqbench.tasks import all_tasks
+
+        tasks = all_tasks()
+        rows: Rows = [
+            (t.name, f"v{t.version}", t.protocol, t.dataset, t.primary_metric, t.description)
+            for t in tasks.values()
+        ]
+        return rows, ("task", "version", "protocol", "dataset", "primary", "description")
+    if what == "groups":
+        from eqbench.tasks import all_groups
+
+        return [(g.name, ", ".join(g.members), g.description) for g in all_groups().values()], (
+            "group",
+            "members",
+            "description",
+        )
+    if what == "datasets":
+        from eqbench import data
+
+        desc = getattr(data, "DESCRIPTIONS", {})
+        return [(n, desc.get(n, "")) for n in data.DATASETS], ("dataset", "description / layout")
+    if what == "backbones":
+        from eqbench.backbones import BACKBONES
+
+        return [(n, _doc(BACKBONES.get(n))) for n in BACKBONES], ("backbone", "description")
+    if what == "transforms":
+        from eqbench.transforms import TRANSFORMS
+
+        return [
+            (n, ", ".join(TRANSFORMS.get(n).param_names), _doc(TRANSFORMS.get(n)))
+            for n in TRANSFORMS
+        ], ("transform", "parameters", "description")
+    if what == "protocols":
+        from eqbench.protocols import PROTOCOLS
+
+        return [(n, _doc(PROTOCOLS.get(n))) for n in PROTOCOLS], ("protocol", "description")
+    if what == "zoo":
+        from eqbench.tasks import tasks_dir
+
+        zoo = tasks_dir().parent / "model_zoo"
+        cards: Rows = []
+        for card in sorted(zoo.glob("*.yaml")) if zoo.is_dir() else []:
+            fields = yaml.safe_load(card.read_text()) or {}
+            cards.append((card.stem, str(fields.get("arch", "")), str(fields.get("source", ""))))
+        return cards, ("id", "arch", "source")
+    raise ValueError(what)
+
+
+def _doc(obj: object) -> str:
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""

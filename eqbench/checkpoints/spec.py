@@ -1,0 +1,270 @@
+"""Model specs: one string names every model eqbench can evaluate.
+
+Accepted forms:
+
+* ``path/to/checkpoint.pt`` (or ``.pth``, ``.ckpt``, ``.safetensors``): an eqbench checkpoint;
+* ``timm:<name>``: a timm architecture with random weights (seed 0);
+* ``timm:<name>:<weights.pth|.safetensors>``: a timm architecture with local weights
+  (``module.`` prefixes stripped, classifier head dropped, ``pos_embed`` resampled);
+* ``baseline:pixels`` / ``baseline:pixels:<grid>``: the raw-pixel baseline;
+* ``baseline:random:<arch>``: a randomly initialised backbone (seed 0, deterministic);
+* ``zoo:<id>``: a model from the eqbench zoo (not built yet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from torch import Tensor
+
+from eqbench.backbones import Encoder, PixelEncoder, TimmEncoder, create_encoder
+from eqbench.checkpoints.eqbench_format import check_state_dict, load_eqbench_checkpoint
+from eqbench.checkpoints.safe_load import load_state_file
+from eqbench.errors import CheckpointError, EqbenchError
+
+logger = logging.getLogger(__name__)
+
+ACCEPTED_FORMS = (
+    "a path to an eqbench checkpoint (.pt/.pth/.ckpt/.safetensors), 'timm:<name>', "
+    "'timm:<name>:<weights.pth|.safetensors>', 'baseline:pixels[:<grid>]', "
+    "'baseline:random:<arch>' or 'zoo:<id>'"
+)
+#: Seed of every random initialisation done here.
+RANDOM_INIT_SEED = 0
+#: Nested state-dict containers unwrapped from third-party weight files.
+_STATE_CONTAINERS = ("state_dict", "model", "module")
+_CHUNK = 1 << 20
+
+T = TypeVar("T")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to evaluate.
+
+    Attributes:
+        model_id: stable name for results (``timm:<name>``, ``baseline:random:<arch>``, the
+            checkpoint's ``name`` or file stem).
+        sha256: hash of the weights: of the file when there is one, else of the state dict.
+        encoder: the backbone, in eval mode.
+        spec: the spec string it was loaded from.
+        info: where it came from (checkpoint header, dropped keys, ...).
+    """
+
+    model_id: str
+    sha256: str
+    encoder: Encoder
+    spec: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_state_dict(state: Mapping[str, Any], salt: str = "") -> str:
+    """Hex SHA-256 over ``salt`` and each entry's name, dtype, shape and raw bytes (sorted keys).
+
+    Non-tensor entries are hashed through their ``repr``.
+    """
+    digest = hashlib.sha256()
+    digest.update(salt.encode("utf-8") + b"\0")
+    for key in sorted(state):
+        value = state[key]
+        digest.update(key.encode("utf-8") + b"\0")
+        if isinstance(value, Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode() + b"\0")
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode("utf-8") + b"\0")
+    return digest.hexdigest()
+
+
+def _seeded(build: Callable[[], T]) -> T:
+    """Run ``build`` with the torch RNG seeded to :data:`RANDOM_INIT_SEED`, restoring it after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return build()
+
+
+def _build(arch: str, img_size: int, spec: str) -> Encoder:
+    try:
+        return _seeded(lambda: create_encoder(arch, img_size=img_size))
+    except EqbenchError as err:
+        raise CheckpointError(f"Model spec '{spec}': {err}") from None
+
+
+def _unwrap_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The tensor dict inside ``{"state_dict": ...}``/``{"model": ...}`` wrappers."""
+    while not any(isinstance(v, Tensor) for v in state.values()):
+        inner = next((state[k] for k in _STATE_CONTAINERS if isinstance(state.get(k), dict)), None)
+        if inner is None:
+            break
+        state = inner
+    return state
+
+
+def _head_prefixes(encoder: TimmEncoder) -> tuple[str, ...]:
+    cfg = dict(getattr(encoder.model, "pretrained_cfg", None) or {})
+    classifier = cfg.get("classifier") or ()
+    names = [classifier] if isinstance(classifier, str) else list(classifier)
+    names += ["head", "head_dist", "fc", "classifier"]
+    return tuple(f"{n}." for n in dict.fromkeys(names))
+
+
+def adapt_timm_state(
+    encoder: TimmEncoder, state: dict[str, Any]
+) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """Make third-party weights fit ``encoder.model`` as timm's checkpoint loading would.
+
+    Strips ``module.`` prefixes, drops classifier-head keys the headless model lacks and
+    resamples ``pos_embed`` to the model's patch grid.
+
+    Args:
+        encoder: the headless timm encoder.
+        state: name → tensor, as read from the file.
+
+    Returns:
+        ``(state, dropped_keys, notes)``; ``notes`` records a resampled ``pos_embed``.
+    """
+    model = encoder.model
+    expected = model.state_dict()
+    state = _unwrap_state(state)
+    stripped: dict[str, Any] = {}
+    for key, value in state.items():
+        while key.startswith("module."):
+            key = key[len("module.") :]
+        stripped[key] = value
+    heads = _head_prefixes(encoder)
+    dropped = sorted(k for k in stripped if k not in expected and k.startswith(heads))
+    out = {k: v for k, v in stripped.items() if k not in dropped}
+    notes: dict[str, Any] = {}
+    pos = out.get("pos_embed")
+    if (
+        isinstance(pos, Tensor)
+        and "pos_embed" in expected
+        and pos.shape != expected["pos_embed"].shape
+        and pos.ndim == 3
+        and hasattr(model, "patch_embed")
+    ):
+        prefix = 0 if getattr(model, "no_embed_class", False) else encoder.num_prefix_tokens
+        grid = [int(s) for s in model.patch_embed.grid_size]
+        try:
+            out["pos_embed"] = resample_abs_pos_embed(pos, new_size=grid, num_prefix_tokens=prefix)
+            notes["resampled_pos_embed"] = [list(pos.shape), list(out["pos_embed"].shape)]
+        except (RuntimeError, ValueError) as err:
+            logger.debug("pos_embed resampling failed: %s", err)  # reported as a mismatch
+    return out, dropped, notes
+
+
+def _load_timm(spec: str, rest: str, img_size: int) -> LoadedModel:
+    name, _, weights = rest.partition(":")
+    if not name:
+        raise CheckpointError(f"Model spec '{spec}' names no timm model. Use {ACCEPTED_FORMS}.")
+    encoder = _build(name, img_size, spec)
+    if not isinstance(encoder, TimmEncoder):
+        raise CheckpointError(
+            f"Model spec '{spec}': '{name}' is not a timm model. Use a timm model name "
+            "(timm.list_models()), or 'baseline:...' for baselines."
+        )
+    model_id = f"timm:{name}"
+    info: dict[str, Any] = {"source": "timm", "timm_name": name, "weights": weights or None}
+    if not weights:
+        encoder.eval()
+        sha = sha256_state_dict(encoder.state_dict(), salt=model_id)
+        return LoadedModel(model_id, sha, encoder, spec, info)
+
+    path = Path(weights).expanduser()
+    state, _ = load_state_file(path)
+    state, dropped, notes = adapt_timm_state(encoder, state)
+    check_state_dict(
+        encoder.model,
+        state,
+        source=f"Weights '{path}'",
+        target=f"timm {name}",
+        remedy=f"They belong to another architecture: name it in 'timm:<name>:{weights}'.",
+    )
+    encoder.model.load_state_dict(state, strict=True)
+    encoder.eval()
+    info.update(dropped_keys=dropped, **notes)
+    if dropped:
+        logger.info("%s: dropped %d head keys (%s)", spec, len(dropped), ", ".join(dropped))
+    return LoadedModel(model_id, sha256_file(path), encoder, spec, info)
+
+
+def _load_baseline(spec: str, rest: str, img_size: int) -> LoadedModel:
+    kind, _, arg = rest.partition(":")
+    if kind == "pixels":
+        try:
+            grid = int(arg) if arg else 16
+            if grid < 1:
+                raise ValueError
+        except ValueError:
+            raise CheckpointError(
+                f"Model spec '{spec}': the pixel grid must be a positive integer, "
+                "e.g. 'baseline:pixels:16'."
+            ) from None
+        encoder: Encoder = PixelEncoder(img_size=img_size, grid=grid)
+        model_id = f"baseline:pixels:{grid}" if arg else "baseline:pixels"
+        encoder.eval()
+        sha = sha256_state_dict({}, salt=f"baseline:pixels:{grid}")
+        return LoadedModel(model_id, sha, encoder, spec, {"source": "baseline", "grid": grid})
+    if kind == "random" and arg:
+        encoder = _build(arg, img_size, spec)
+        encoder.eval()
+        model_id = f"baseline:random:{arg}"
+        sha = sha256_state_dict(encoder.state_dict(), salt=arg)
+        info = {"source": "baseline", "arch": arg, "seed": RANDOM_INIT_SEED}
+        return LoadedModel(model_id, sha, encoder, spec, info)
+    raise CheckpointError(
+        f"Unknown baseline spec '{spec}'. Use 'baseline:pixels[:<grid>]' or "
+        "'baseline:random:<arch>'."
+    )
+
+
+def load_model(spec: str, *, img_size: int) -> LoadedModel:
+    """Load the model a spec names (see the module docstring for the forms).
+
+    Args:
+        spec: the model spec.
+        img_size: image size the backbone is built for; eqbench checkpoints keep the size they
+            were saved with (ViTs run at any size).
+
+    Returns:
+        The :class:`LoadedModel`, encoder in eval mode on the CPU.
+
+    Raises:
+        CheckpointError: unknown scheme, missing path, unreadable or mismatched weights.
+    """
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme == "zoo":
+        raise CheckpointError(
+            f"Cannot load '{spec}': the model zoo is not built yet. Use a checkpoint path or "
+            "'timm:<name>:<weights>'."
+        )
+    if sep and scheme == "timm":
+        return _load_timm(spec, rest, img_size)
+    if sep and scheme == "baseline":
+        return _load_baseline(spec, rest, img_size)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        what = f"unknown model scheme '{scheme}:'" if sep else "no such file"
+        raise CheckpointError(f"Cannot load model '{spec}' ({what}). Use {ACCEPTED_FORMS}.")
+    encoder, info = load_eqbench_checkpoint(path)
+    info["path"] = str(path)
+    model_id = str(info.get("name") or path.stem)
+    return LoadedModel(model_id, sha256_file(path), encoder, spec, info)

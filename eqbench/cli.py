@@ -1,0 +1,192 @@
+"""The ``eqbench`` command line: a thin click shell over the library functions."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from eqbench.errors import EqbenchError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class EqbenchGroup(click.Group):
+    """Turns :class:`EqbenchError` into a one-line message and a non-zero exit, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EqbenchError as exc:
+            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("[bold red]Interrupted.[/]")
+            sys.exit(130)
+
+
+@click.group(cls=EqbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="eqbench")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """eqbench: how much transformation information a visual representation keeps
+    (equivariance) and how well it serves invariance tasks, for any checkpoint.
+
+    \b
+    Typical use:
+      eqbench ls tasks
+      eqbench eval --task synthetic --checkpoint baseline:pixels
+      eqbench leaderboard
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(
+        level=max(level, logging.DEBUG),
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
+
+
+# ---------------------------------------------------------------------------------------------- ls
+LS_WHAT = ["tasks", "groups", "datasets", "backbones", "transforms", "protocols", "zoo"]
+
+
+@main.command("ls")
+@click.argument("what", type=click.Choice(LS_WHAT))
+def ls_command(what: str) -> None:
+    """List tasks, groups, datasets, backbones, transforms, protocols or model-zoo cards."""
+    from eqbench import catalogue
+
+    rows, headers = catalogue.listing(what)
+    table = Table(title=f"eqbench {what}", title_justify="left")
+    for i, header in enumerate(headers):
+        table.add_column(header, no_wrap=i == 0, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    if not rows:
+        console.print(f"No {what} yet.")
+        return
+    console.print(table)
+
+
+# -------------------------------------------------------------------------------------------- eval
+@main.command("eval")
+@click.option("--task", "-t", "tasks", required=True, help="Task(s) or group(s), comma-separated.")
+@click.option(
+    "--checkpoint",
+    "-c",
+    required=True,
+    help="PATH to an eqbench checkpoint, timm:NAME[:WEIGHTS], baseline:pixels or "
+    "baseline:random:ARCH.",
+)
+@click.option("--dataset", "-d", default=None, help="NAME or NAME:PATH (default: each task's own).")
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Data seed; probes use seed..seed+2."
+)
+@click.option(
+    "--results-dir", default="results", show_default=True, type=click.Path(path_type=Path)
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--batch-size", default=256, show_default=True, type=int, help="Images per forward pass."
+)
+@click.option(
+    "--cache-dir",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Feature cache folder [default: $EQBENCH_CACHE_DIR or ~/.cache/eqbench/features].",
+)
+@click.option("--no-cache", is_flag=True, help="Do not read or write the on-disk feature cache.")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a task option (repeatable), e.g. --set n_train=2000.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def eval_command(
+    tasks: str,
+    checkpoint: str,
+    dataset: str | None,
+    seed: int,
+    results_dir: Path,
+    device: str,
+    batch_size: int,
+    cache_dir: Path | None,
+    no_cache: bool,
+    sets: tuple[str, ...],
+    quiet: bool,
+) -> None:
+    """Evaluate a checkpoint on tasks; writes one result JSON per task under --results-dir."""
+    from eqbench.config import parse_overrides
+    from eqbench.evaluate import EvalConfig, evaluate
+    from eqbench.features.store import default_cache_dir
+
+    cfg = EvalConfig(
+        tasks=tasks,
+        checkpoint=checkpoint,
+        dataset=dataset,
+        seed=seed,
+        results_dir=results_dir,
+        device=device,
+        cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+        batch_size=batch_size,
+        overrides=parse_overrides(sets),
+        show_progress=not quiet,
+    )
+    table = Table("task", "dataset", "metric", "value", "time", title=f"{checkpoint}")
+    from eqbench.results.leaderboard import format_cell
+
+    for record, _ in evaluate(cfg):
+        m = record.primary
+        table.add_row(
+            record.task,
+            record.dataset,
+            record.primary_metric,
+            format_cell(m["mean"], m["std"], record.primary_metric),
+            f"{record.wall_time_s:.1f}s",
+        )
+    console.print(table)
+    console.print(f"Results written under [bold]{results_dir}[/]. Run `eqbench leaderboard`.")
+
+
+# ------------------------------------------------------------------------------------- leaderboard
+@main.command("leaderboard")
+@click.option(
+    "--results-dir", default="results", show_default=True, type=click.Path(path_type=Path)
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "md", "csv"]), default="table", show_default=True
+)
+def leaderboard_command(results_dir: Path, fmt: str) -> None:
+    """Aggregate result JSONs into a leaderboard (never mixing task versions)."""
+    from eqbench.results import leaderboard as lb
+
+    if fmt == "md":
+        click.echo(lb.to_markdown(results_dir), nl=False)
+        return
+    if fmt == "csv":
+        click.echo(lb.to_csv(results_dir), nl=False)
+        return
+    table_df = lb.formatted(results_dir)
+    if table_df.empty:
+        console.print(f"No results under {results_dir}. Run `eqbench eval` first.")
+        return
+    # tasks as rows and models as columns: a terminal fits a few models far better than 20 tasks
+    table = Table("task", title="eqbench leaderboard", title_justify="left")
+    for model in table_df.index:
+        table.add_column(str(model), justify="right", overflow="fold")
+    for col in table_df.columns:
+        table.add_row(col, *map(str, table_df[col].tolist()))
+    console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,115 @@
+"""Image datasets: index-addressable uint8 images with labels and source groups.
+
+Every dataset, built-in or read from a path, is an :class:`ImageDataset`. It hands out square RGB
+images at the size the caller asks for (``load(indices, size)``), so the same data serves encoders
+at any resolution and the synthetic probes' larger *context* crops. ``groups`` names the source of
+each image (a photo, a file); train and test splits of the built-in data never share a group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from eqbench.errors import DatasetError
+from eqbench.registry import Registry
+
+
+class ImageDataset(ABC):
+    """A split of a dataset.
+
+    Attributes:
+        name: registry name (``photos``, ``cifar10``, ...).
+        split: ``train`` or ``test``.
+        labels: ``(N,)`` int64 class index per image.
+        groups: ``(N,)`` int64 source id per image (photo, file); equal to the index when each
+            image is its own source.
+        classes: class names, ``len(classes)`` > every label.
+    """
+
+    name: str
+    split: str
+    labels: np.ndarray
+    groups: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @abstractmethod
+    def load(self, indices: Sequence[int], size: int) -> Tensor:
+        """Images ``indices`` as a uint8 tensor ``(B, 3, size, size)``, deterministic per index."""
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this split's content (name, path, split, seed, size, ...), JSON-able.
+        Used in feature-cache keys and result provenance."""
+
+    def digest(self) -> str:
+        """A short stable hash of :meth:`fingerprint`."""
+        blob = json.dumps(self.fingerprint(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed ``--dataset NAME[:PATH]`` option."""
+
+    name: str
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DatasetSpec:
+        name, sep, path = text.partition(":")
+        if not name:
+            raise DatasetError(f"Empty dataset name in '{text}'. Use NAME or NAME:PATH.")
+        return cls(name=name, path=path if sep else None)
+
+    def __str__(self) -> str:
+        return self.name if self.path is None else f"{self.name}:{self.path}"
+
+
+#: A dataset factory: ``(path, split, size_hint, seed) -> ImageDataset``. ``n`` is the number of
+#: images wanted for generated datasets (ignored by fixed ones); ``seed`` picks generated crops.
+DatasetFactory = Callable[..., ImageDataset]
+
+DATASETS: Registry[DatasetFactory] = Registry("dataset", "eqbench ls datasets")
+
+
+def load_dataset(
+    spec: DatasetSpec | str, split: str, *, n: int | None = None, seed: int = 0
+) -> ImageDataset:
+    """Open ``split`` (``train``/``test``) of a dataset by spec, with clear errors for bad paths."""
+    if isinstance(spec, str):
+        spec = DatasetSpec.parse(spec)
+    if split not in ("train", "test"):
+        raise DatasetError(f"Unknown split '{split}'; use train or test.")
+    factory = DATASETS.get(spec.name)
+    ds = factory(path=spec.path, split=split, n=n, seed=seed)
+    if len(ds) == 0:
+        raise DatasetError(
+            f"Dataset '{spec}' has no images in its {split} split. Check the path and layout "
+            "(`eqbench ls datasets` describes each layout)."
+        )
+    return ds
+
+
+def resize_square(images: Tensor, size: int) -> Tensor:
+    """Resize a uint8 or float ``(B, 3, h, w)`` batch to ``(B, 3, size, size)`` (antialiased)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    x = images.float()
+    x = torch.nn.functional.interpolate(
+        x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    if images.dtype == torch.uint8:
+        return x.round().clamp(0, 255).to(torch.uint8)
+    return x

@@ -1,0 +1,206 @@
+"""``imagefolder:PATH``: images in ImageNet layout.
+
+Layout::
+
+    PATH/train/<class>/**/*.jpg   (or .jpeg .png .bmp .gif .tif .tiff .webp .ppm .pgm)
+    PATH/val/<class>/**/*.jpg     (the test split; PATH/test/ is used when val/ is absent)
+
+Classes are the sorted folder names under ``train/``; a test class folder unknown to ``train/`` is
+an error, as is a class folder without images. Files with other extensions and hidden entries are
+ignored. Images are decoded with PIL, converted to RGB, resized so the shorter side equals the
+requested size (bilinear, antialiased) and centre-cropped to a square. ``groups`` is the index
+(each file is its own source). ``n``, when given, keeps a seeded random subset of that many files
+(in file order), which makes a full ImageNet usable for quick runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+from eqbench.data.base import DATASETS, ImageDataset
+from eqbench.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+VERSION = 1
+
+_LAYOUT = (
+    "Pass --dataset imagefolder:PATH with PATH the ImageNet-layout root holding "
+    "train/<class>/*.jpg and val/<class>/*.jpg (or test/<class>/*.jpg)."
+)
+
+DESCRIPTIONS = {
+    "imagefolder": (
+        "Images in ImageNet layout at PATH: PATH/train/<class>/*.{jpg,png,...} and "
+        "PATH/val/<class>/* (or PATH/test/); classes = train/ folder names; n = seeded subset."
+    )
+}
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(
+        entry.name
+        for entry in os.scandir(folder)
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+
+
+def _image_files(folder: Path) -> list[str]:
+    """Image files under ``folder`` (recursively), as sorted paths relative to ``folder``."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = os.path.relpath(dirpath, folder)
+        for name in filenames:
+            if _is_image(name):
+                found.append(name if rel == "." else os.path.join(rel, name))
+    return sorted(found)
+
+
+def _split_folder(root: Path, split: str) -> Path:
+    if split == "train":
+        folder = root / "train"
+        if not folder.is_dir():
+            raise DatasetError(f"Dataset folder '{root}' has no train/ folder. {_LAYOUT}")
+        return folder
+    for name in ("val", "test"):
+        if (root / name).is_dir():
+            return root / name
+    raise DatasetError(
+        f"Dataset folder '{root}' has neither val/ nor test/ for the test split. {_LAYOUT}"
+    )
+
+
+def read_image(path: Path, size: int) -> Tensor:
+    """Decode ``path`` to RGB, resize the shorter side to ``size`` and centre-crop a square.
+
+    Returns:
+        A uint8 tensor ``(3, size, size)``.
+
+    Raises:
+        DatasetError: when the file cannot be decoded.
+    """
+    try:
+        with Image.open(path) as img:
+            rgb = np.array(img.convert("RGB"))
+    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+        raise DatasetError(
+            f"Cannot read image file '{path}' ({type(exc).__name__}: {exc}). It is corrupt, "
+            "truncated or not an image: replace or delete it."
+        ) from exc
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1)
+    if min(tensor.shape[-2:]) != size:
+        tensor = TF.resize(tensor, size, antialias=True)
+    return TF.center_crop(tensor, [size, size])
+
+
+class ImageFolder(ImageDataset):
+    """One split of an ImageNet-layout folder (see the module docstring).
+
+    Args:
+        root: the dataset root holding ``train/`` and ``val/`` (or ``test/``).
+        split: ``train`` or ``test``.
+        n: keep a seeded random subset of this many files; ``None`` keeps all.
+        seed: seed of the subset.
+    """
+
+    def __init__(self, root: Path, split: str, n: int | None, seed: int) -> None:
+        self.name = "imagefolder"
+        self.split = split
+        self.root = root
+        self.seed = seed
+        self.classes = _class_dirs(_split_folder(root, "train"))
+        if not self.classes:
+            raise DatasetError(
+                f"'{root / 'train'}' holds no class folders. Put each class's images in "
+                f"train/<class>/. {_LAYOUT}"
+            )
+        self.folder = _split_folder(root, split)
+        files, labels = self._scan()
+        self.total = len(files)
+        self.paths_hash = hashlib.sha256("\n".join(files).encode()).hexdigest()[:16]
+        keep = np.arange(len(files))
+        if n is not None and n < 0:
+            raise DatasetError(f"Number of images must be >= 0, got {n}.")
+        if n is not None and n < len(files):
+            rng = np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, int(split == "test")])
+            keep = np.sort(rng.choice(len(files), size=n, replace=False))
+        else:
+            n = None  # the whole split
+        self.n = n
+        self.files = [files[i] for i in keep]
+        self.labels = np.asarray(labels, dtype=np.int64)[keep]
+        self.groups = np.arange(len(self.files), dtype=np.int64)
+
+    def _scan(self) -> tuple[list[str], list[int]]:
+        """Relative file paths and labels of the split, checking the layout."""
+        class_index = {name: i for i, name in enumerate(self.classes)}
+        files: list[str] = []
+        labels: list[int] = []
+        for name in _class_dirs(self.folder):
+            if name not in class_index:
+                raise DatasetError(
+                    f"Class folder '{self.folder / name}' has no counterpart in "
+                    f"'{self.root / 'train'}'; test classes must be train classes. Rename or "
+                    "remove it."
+                )
+            found = _image_files(self.folder / name)
+            if not found:
+                raise DatasetError(
+                    f"Class folder '{self.folder / name}' holds no images (extensions: "
+                    f"{', '.join(sorted(IMAGE_EXTENSIONS))}). Add images or remove the folder."
+                )
+            files.extend(os.path.join(name, f) for f in found)
+            labels.extend([class_index[name]] * len(found))
+        return files, labels
+
+    def load(self, indices: Sequence[int], size: int) -> Tensor:
+        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
+        for row, i in enumerate(indices):
+            out[row] = read_image(self.folder / self.files[i], size)
+        return out
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.root),
+            "split": self.split,
+            "folder": self.folder.name,
+            "files": self.total,
+            "paths_sha256": self.paths_hash,
+            "n": self.n,
+            "seed": self.seed if self.n is not None else None,
+            "version": VERSION,
+        }
+
+
+@DATASETS.register("imagefolder")
+def imagefolder(path: str | None, split: str, n: int | None, seed: int) -> ImageDataset:
+    """Factory of ``imagefolder:PATH``."""
+    if not path:
+        raise DatasetError(f"The imagefolder dataset needs a path. {_LAYOUT}")
+    if split not in ("train", "test"):
+        raise DatasetError(f"Unknown split '{split}'; use train or test.")
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"Dataset folder '{root}' {what}. {_LAYOUT}")
+    return ImageFolder(root, split, n, seed)

@@ -1,0 +1,238 @@
+"""Built-in ``photos``: seeded random square crops of natural photographs that ship with packages.
+
+The sources are the sample photographs bundled inside installed packages, so the dataset needs no
+download: scikit-learn's ``china`` and ``flower``, scikit-image's ``skimage.data`` photographs
+(greyscale ones replicated to RGB; ``stereo_motorcycle`` contributes its left image) and
+matplotlib's ``grace_hopper``. A photo that fails to load is skipped with a warning.
+
+Split: a fixed list of photos (:data:`TEST_PHOTOS`, about a quarter, chosen for varied content) is
+the test split, all others the train split, so the splits share no source photo. Labels and
+groups are both the photo's index in :data:`PHOTO_NAMES`; ``classes`` is :data:`PHOTO_NAMES`.
+
+Crops: crop ``i`` of a split is drawn, in order, from a numpy ``Generator`` seeded with
+``(seed, split, GENERATOR_VERSION)``: the photo uniformly among the split's photos, the side
+``⌊u·min(H, W)⌋`` with ``u ~ U[0.3, 0.8]`` (:data:`CROP_SCALE`), then the top-left corner uniformly
+over positions inside the photo. Crop ``i`` therefore depends on ``(seed, split, i)`` only, not on
+``n``. :meth:`PhotoCrops.load` resizes the crop box to the requested size (antialiased bilinear),
+so every index shows the same content at any size.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from eqbench.data.base import DATASETS, ImageDataset, resize_square
+from eqbench.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+#: Bumped whenever the crop sampling changes, so cached features keyed on the fingerprint expire.
+GENERATOR_VERSION = 1
+#: Range of the crop side as a fraction of the photo's shorter side.
+CROP_SCALE = (0.3, 0.8)
+#: Number of crops when ``n`` is not given.
+DEFAULT_N = {"train": 2000, "test": 500}
+
+_SKIMAGE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "stereo_motorcycle",
+    "camera",
+    "moon",
+    "brick",
+    "grass",
+    "gravel",
+    "coins",
+    "clock",
+    "page",
+    "text",
+    "cell",
+)
+#: Every source photo, in label order.
+PHOTO_NAMES: tuple[str, ...] = ("china", "flower", *_SKIMAGE_PHOTOS, "grace_hopper")
+#: The test photos: colour flowers, an animal, a portrait, grey objects and a grey texture.
+TEST_PHOTOS: tuple[str, ...] = ("flower", "chelsea", "grace_hopper", "coins", "gravel")
+
+DESCRIPTIONS = {
+    "photos": (
+        f"Built-in, no PATH: seeded random square crops of {len(PHOTO_NAMES)} photographs "
+        "bundled with scikit-learn, scikit-image and matplotlib; test uses photos "
+        f"{', '.join(TEST_PHOTOS)}, train the rest; n = number of crops "
+        f"(default {DEFAULT_N['train']} train / {DEFAULT_N['test']} test)."
+    )
+}
+
+
+def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` as a C-contiguous ``(H, W, 3)`` uint8 array."""
+    if image.dtype != np.uint8:
+        from skimage.util import img_as_ubyte
+
+        image = img_as_ubyte(image)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"unexpected photo shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def _read_sklearn(name: str) -> np.ndarray:
+    from sklearn.datasets import load_sample_image
+
+    return np.asarray(load_sample_image(f"{name}.jpg"))
+
+
+def _read_skimage(name: str) -> np.ndarray:
+    import skimage.data
+
+    image = getattr(skimage.data, name)()
+    if isinstance(image, tuple):  # stereo_motorcycle: (left, right, disparity)
+        image = image[0]
+    return np.asarray(image)
+
+
+def _read_matplotlib(name: str) -> np.ndarray:
+    from matplotlib import cbook
+    from PIL import Image
+
+    path = Path(cbook.get_sample_data(f"{name}.jpg", asfileobj=False))
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _reader(name: str) -> Callable[[str], np.ndarray]:
+    if name in ("china", "flower"):
+        return _read_sklearn
+    if name == "grace_hopper":
+        return _read_matplotlib
+    return _read_skimage
+
+
+@functools.cache
+def load_photo(name: str) -> np.ndarray:
+    """Decode source photo ``name`` as a read-only ``(H, W, 3)`` uint8 array (cached).
+
+    Raises:
+        Exception: whatever the package's loader raises when the photo is unavailable.
+    """
+    image = _to_rgb_uint8(_reader(name)(name))
+    image.setflags(write=False)
+    return image
+
+
+@functools.cache
+def available_photos() -> tuple[str, ...]:
+    """Names of the source photos that load offline here, in :data:`PHOTO_NAMES` order."""
+    names = []
+    for name in PHOTO_NAMES:
+        try:
+            load_photo(name)
+        except Exception as exc:  # a missing optional file or package must not break the rest
+            logger.warning("Skipping built-in photo '%s': %s: %s", name, type(exc).__name__, exc)
+            continue
+        names.append(name)
+    return tuple(names)
+
+
+def _split_code(split: str) -> int:
+    return {"train": 0, "test": 1}[split]
+
+
+class PhotoCrops(ImageDataset):
+    """Seeded random square crops of the built-in photographs (see the module docstring).
+
+    Args:
+        split: ``train`` or ``test``.
+        n: number of crops.
+        seed: seed of the crop sampler.
+    """
+
+    def __init__(self, split: str, n: int, seed: int) -> None:
+        self.name = "photos"
+        self.split = split
+        self.n = n
+        self.seed = seed
+        self.classes = list(PHOTO_NAMES)
+        self.photos = [
+            name for name in available_photos() if (name in TEST_PHOTOS) == (split == "test")
+        ]
+        if not self.photos and n > 0:
+            raise DatasetError(
+                f"None of the built-in {split} photos ({', '.join(TEST_PHOTOS)} for test, the "
+                "others for train) could be loaded; see the warnings above. Reinstall "
+                "scikit-image, scikit-learn and matplotlib, or use another dataset."
+            )
+        self.labels, self.boxes = self._sample_boxes()
+        self.groups = self.labels.copy()
+
+    def _sample_boxes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``(labels, boxes)``; ``boxes[i] = (top, left, side)`` in source pixels."""
+        seed_words = [self.seed & 0xFFFFFFFFFFFFFFFF, _split_code(self.split), GENERATOR_VERSION]
+        rng = np.random.default_rng(np.random.SeedSequence(seed_words))
+        index = {name: i for i, name in enumerate(PHOTO_NAMES)}
+        labels = np.empty(self.n, dtype=np.int64)
+        boxes = np.empty((self.n, 3), dtype=np.int64)
+        lo, hi = CROP_SCALE
+        for i in range(self.n):
+            name = self.photos[int(rng.integers(len(self.photos)))]
+            height, width = load_photo(name).shape[:2]
+            side = max(1, int(rng.uniform(lo, hi) * min(height, width)))
+            top = int(rng.integers(height - side + 1))
+            left = int(rng.integers(width - side + 1))
+            labels[i] = index[name]
+            boxes[i] = (top, left, side)
+        return labels, boxes
+
+    def load(self, indices: Sequence[int], size: int) -> Tensor:
+        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
+        for row, i in enumerate(indices):
+            top, left, side = (int(v) for v in self.boxes[i])
+            photo = load_photo(PHOTO_NAMES[int(self.labels[i])])
+            crop = photo[top : top + side, left : left + side]
+            tensor = torch.from_numpy(np.array(crop)).permute(2, 0, 1)[None]
+            out[row] = resize_square(tensor, size)[0]
+        return out
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "split": self.split,
+            "n": self.n,
+            "seed": self.seed,
+            "photos": list(self.photos),
+            "crop_scale": list(CROP_SCALE),
+            "version": GENERATOR_VERSION,
+        }
+
+
+@DATASETS.register("photos")
+def photos(path: str | None, split: str, n: int | None, seed: int) -> ImageDataset:
+    """Factory of the built-in ``photos`` dataset (``path`` must be ``None``)."""
+    if path is not None:
+        raise DatasetError(
+            f"The built-in dataset 'photos' takes no path (got '{path}'). Use --dataset photos."
+        )
+    if split not in DEFAULT_N:
+        raise DatasetError(f"Unknown split '{split}'; use train or test.")
+    if n is None:
+        n = DEFAULT_N[split]
+    if n < 0:
+        raise DatasetError(f"Number of photo crops must be >= 0, got {n}.")
+    return PhotoCrops(split, n, seed)

@@ -1,0 +1,131 @@
+"""``eqbench eval`` as a library function: run tasks on a checkpoint, write one JSON per task."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eqbench.checkpoints import LoadedModel, load_model
+from eqbench.config import from_dict, to_dict
+from eqbench.data.base import DATASETS, DatasetSpec
+from eqbench.device import resolve_device
+from eqbench.errors import ConfigError
+from eqbench.features.store import FeatureStore, default_cache_dir
+from eqbench.protocols import PROTOCOLS, EvalContext
+from eqbench.provenance import environment
+from eqbench.registry import did_you_mean
+from eqbench.results.records import ResultRecord, summarise, write_result
+from eqbench.tasks import TaskSpec, resolve_tasks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    """Options of :func:`evaluate` (the flags of ``eqbench eval``)."""
+
+    tasks: str
+    checkpoint: str
+    dataset: str | None = None
+    seed: int = 0
+    results_dir: Path = Path("results")
+    device: str = "auto"
+    cache_dir: Path | None = field(default_factory=default_cache_dir)
+    batch_size: int = 256
+    overrides: dict[str, Any] = field(default_factory=dict)
+    show_progress: bool = True
+
+
+@dataclass
+class PlannedTask:
+    """A task with its validated protocol config."""
+
+    spec: TaskSpec
+    config: Any
+    overrides: dict[str, Any]
+
+
+def plan(cfg: EvalConfig) -> list[PlannedTask]:
+    """Resolve and validate every task before any work starts (bad input fails fast)."""
+    specs = resolve_tasks(cfg.tasks)
+    used: set[str] = set()
+    planned = []
+    for spec in specs:
+        protocol = PROTOCOLS.get(spec.protocol)
+        fields = {f.name for f in dataclasses.fields(protocol.Config)}
+        applied = {k: v for k, v in cfg.overrides.items() if k in fields}
+        used.update(applied)
+        config: Any = from_dict(protocol.Config, {**spec.config, **applied}, f"task {spec.name}")
+        if spec.primary_metric not in protocol.metrics:
+            raise ConfigError(
+                f"Task '{spec.name}' names primary metric '{spec.primary_metric}', which protocol "
+                f"'{spec.protocol}' does not report ({', '.join(protocol.metrics)})."
+            )
+        planned.append(PlannedTask(spec, config, applied))
+    unused = set(cfg.overrides) - used
+    if unused:
+        key = sorted(unused)[0]
+        known = sorted({f.name for p in planned for f in dataclasses.fields(p.config)})
+        raise ConfigError(
+            f"--set {key}=... matches no option of the selected tasks.{did_you_mean(key, known)}"
+        )
+    if cfg.dataset is not None:
+        DATASETS.get(DatasetSpec.parse(cfg.dataset).name)
+    return planned
+
+
+def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
+    """Evaluate a checkpoint on tasks and write one result JSON per task.
+
+    Steps: plan (validate tasks and options) → load the checkpoint → for each task, run its
+    protocol through a shared feature store (so a group encodes each image set once) → write the
+    record atomically.
+    """
+    planned = plan(cfg)
+    device = resolve_device(cfg.device)
+    image_size = max(getattr(p.config, "image_size", 224) for p in planned)
+    model: LoadedModel = load_model(cfg.checkpoint, img_size=image_size)
+    store = FeatureStore(
+        model.encoder,
+        model.sha256,
+        device,
+        cfg.cache_dir,
+        batch_size=cfg.batch_size,
+        show_progress=cfg.show_progress,
+    )
+    env = environment(device)
+    written = []
+    for p in planned:
+        dataset = DatasetSpec.parse(cfg.dataset or p.spec.dataset)
+        ctx = EvalContext(model=model, store=store, dataset=dataset, seed=cfg.seed)
+        log.info("task %s on %s with %s", p.spec.name, dataset, model.model_id)
+        start = time.perf_counter()
+        values = PROTOCOLS.get(p.spec.protocol)().run(p.config, ctx)
+        wall = time.perf_counter() - start
+        n_seeds = max(len(v) for v in values.values())
+        fingerprint = ctx.open("test", n=getattr(p.config, "n_test", None)).fingerprint()
+        record = ResultRecord(
+            task=p.spec.name,
+            task_version=p.spec.version,
+            protocol=p.spec.protocol,
+            model_id=model.model_id,
+            checkpoint=model.spec,
+            checkpoint_sha256=model.sha256,
+            dataset=str(dataset),
+            dataset_fingerprint=fingerprint,
+            metrics={k: summarise(v) for k, v in values.items()},
+            primary_metric=p.spec.primary_metric,
+            higher_is_better=p.spec.higher_is_better,
+            seed=cfg.seed,
+            probe_seeds=[cfg.seed + i for i in range(n_seeds)],
+            config=to_dict(p.config),
+            overrides=p.overrides,
+            environment=env,
+            wall_time_s=round(wall, 3),
+        )
+        written.append((record, write_result(record, cfg.results_dir)))
+    return written

@@ -1,0 +1,169 @@
+"""Encode image sets once and cache the features on disk.
+
+The cache key is the sha256 of: the checkpoint's sha256, the dataset split's fingerprint, what was
+done to the images (view and context size, transformation name, resolved options and parameter
+seed) and :data:`FEATURE_FORMAT`. So a task group that asks for the same images twice (the
+synthetic probes and the invariance scores share every pair) encodes them once, and a second run
+reads them back from disk.
+
+Features are stored as safetensors (no pickle): ``cls`` and ``avgpool`` ``(N, D)`` float32, plus
+the transformation parameters ``params`` ``(N, P)`` when there are any.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from eqbench.atomic import write_with
+from eqbench.backbones.base import Encoder
+from eqbench.data.base import ImageDataset
+from eqbench.device import autocast
+
+log = logging.getLogger(__name__)
+
+#: Bump when the extraction itself changes (cropping, pooling, dtype), invalidating old caches.
+FEATURE_FORMAT = 1
+
+#: ``indices -> float images (B, 3, S, S) in [0, 1]`` on the CPU.
+BatchFn = Callable[[Sequence[int]], Tensor]
+
+
+def default_cache_dir() -> Path:
+    """``$EQBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/eqbench/features`` (``~/.cache/...``)."""
+    env = os.environ.get("EQBENCH_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "eqbench" / "features"
+
+
+class FeatureStore:
+    """Encodes image sets with one encoder, caching features in memory and on disk.
+
+    Args:
+        encoder: the frozen model.
+        checkpoint_sha256: identifies the weights in cache keys.
+        device: where to run the encoder.
+        cache_dir: folder for cached features; ``None`` disables the disk cache.
+        batch_size: images per forward pass.
+        show_progress: draw a rich progress bar while encoding.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        checkpoint_sha256: str,
+        device: torch.device,
+        cache_dir: Path | None,
+        batch_size: int = 256,
+        show_progress: bool = True,
+    ) -> None:
+        self.encoder = encoder.to(device).eval()
+        self.checkpoint_sha256 = checkpoint_sha256
+        self.device = device
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._memory: dict[str, dict[str, Tensor]] = {}
+        #: Counters for benchmarks and tests: images encoded and cache hits.
+        self.images_encoded = 0
+        self.cache_hits = 0
+
+    def key(self, dataset: ImageDataset, what: dict[str, Any]) -> str:
+        """The cache key of ``what`` applied to ``dataset``."""
+        blob = json.dumps(
+            {
+                "checkpoint": self.checkpoint_sha256,
+                "dataset": dataset.fingerprint(),
+                "what": what,
+                "format": FEATURE_FORMAT,
+            },
+            sort_keys=True,
+        ).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def _path(self, key: str) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / key[:2] / f"{key}.safetensors"
+
+    def get(
+        self,
+        dataset: ImageDataset,
+        what: dict[str, Any],
+        make_batch: BatchFn,
+        extra: dict[str, Tensor] | None = None,
+        label: str = "",
+    ) -> dict[str, Tensor]:
+        """Features of every image of ``dataset`` as produced by ``make_batch``.
+
+        Returns a dict with ``cls`` and ``avgpool`` ``(N, D)`` float32 tensors (and ``extra``,
+        stored alongside). ``what`` must describe everything ``make_batch`` does to the images.
+        """
+        key = self.key(dataset, what)
+        if key in self._memory:
+            self.cache_hits += 1
+            return self._memory[key]
+        path = self._path(key)
+        if path is not None and path.is_file():
+            try:
+                feats = load_file(str(path))
+                self.cache_hits += 1
+                self._memory[key] = feats
+                return feats
+            except (SafetensorError, OSError) as exc:  # a damaged cache entry: re-encode
+                log.warning("ignoring unreadable feature cache %s (%s)", path, exc)
+        feats = self._encode(dataset, make_batch, label)
+        if extra:
+            feats.update({k: v.contiguous() for k, v in extra.items()})
+        if path is not None:
+            write_with(path, lambda tmp: save_file(feats, str(tmp)))
+        self._memory[key] = feats
+        return feats
+
+    @torch.inference_mode()
+    def _encode(self, dataset: ImageDataset, make_batch: BatchFn, label: str) -> dict[str, Tensor]:
+        n = len(dataset)
+        cls_parts: list[Tensor] = []
+        avg_parts: list[Tensor] = []
+        start = time.perf_counter()
+        with Progress(
+            TextColumn("[bold]encode[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not self.show_progress,
+            transient=True,
+        ) as progress:
+            bar = progress.add_task(label or dataset.name, total=n)
+            for lo in range(0, n, self.batch_size):
+                idx = list(range(lo, min(lo + self.batch_size, n)))
+                images = make_batch(idx).to(self.device, non_blocking=True)
+                with autocast(self.device):
+                    out = self.encoder(images)
+                cls_parts.append(out.pooled("cls").float().cpu())
+                avg_parts.append(out.pooled("avgpool").float().cpu())
+                progress.advance(bar, len(idx))
+        self.images_encoded += n
+        log.info("encoded %d images (%s) in %.1fs", n, label, time.perf_counter() - start)
+        return {"cls": torch.cat(cls_parts), "avgpool": torch.cat(avg_parts)}
+
+
+def select_feature(feats: dict[str, Tensor], kind: str) -> Tensor:
+    """The ``cls`` / ``avgpool`` / ``cls+avgpool`` feature matrix from a cached entry."""
+    if kind == "cls+avgpool":
+        return torch.cat([feats["cls"], feats["avgpool"]], dim=1)
+    if kind in ("cls", "avgpool"):
+        return feats[kind]
+    raise ValueError(f"unknown feature kind {kind!r}")

@@ -1,0 +1,282 @@
+"""``tir+<base>``: transformed-image reconstruction on top of a joint-embedding method.
+
+Wang et al., "Self-Supervised Learning Based on Transformed Image Reconstruction for
+Equivariance-Coherent Feature Representation", AAAI-26, arXiv 2503.18753 (no public code; this
+follows eqbench's ``method.md``).
+
+Views: ``v1 = A1(I)``, ``u = A2(I)``, ``v2 = g_θ(u)`` with ``g`` an extra transformation (default
+rotation, θ uniform in [-45°, 45°]) applied to ``u`` only. Targets: the intermediate images
+``u_k = g_{kθ/(K+1)}(u)``, ``k = 1..K`` (``K = 2``).
+
+Features: backbone patch tokens ``(B, N, D)`` → linear head to ``d_patch`` per token → split into
+``z_inv`` (``d_patch − d_equi``) and ``z_equi`` (``d_equi``). The mean-pooled ``z_inv`` of both
+views feeds the base objective in place of the backbone output. ``z_equi`` of both views
+(gradients through both) is concatenated per token, ``(B, N, 2·d_equi)``, and decoded by ``K``
+independent decoders (:class:`TIRDecoder`) into the ``K`` targets.
+
+Loss: ``L = L_SSL + λ·(1/K) Σ_k MSE(û_k, u_k)`` with ``λ = 1``.
+
+**eqbench defaults** (the paper leaves them open): ``d_patch`` = the backbone width ``D``;
+``d_equi = d_patch / 2`` when the base is VICReg, ``d_patch / 4`` otherwise; decoders map each
+token to a ``p×p×16`` patch, fold to ``(16, H, W)`` and apply four 3×3 convs with GELU between,
+ending in 3 channels; targets are normalised with the encoder's input mean/std
+(``target_norm="encoder"``) and the MSE is the mean over pixels. With ``recon_weight: 0`` the
+decoders are skipped: the matched control (same transformed second view, no reconstruction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from eqbench.backbones import Encoder
+from eqbench.config import from_dict, to_dict
+from eqbench.errors import ConfigError
+from eqbench.methods import simclr, vicreg  # noqa: F401  (register the bases before tir+<base>)
+from eqbench.methods.augment import SIMCLR_AUGMENT, TwoViewAugment, build_augment_config
+from eqbench.methods.base import (
+    METHODS,
+    OBJECTIVES,
+    Method,
+    MethodFactory,
+    TrainBatch,
+    build_objective,
+    split_options,
+)
+from eqbench.transforms import Transformation, build_transform
+
+#: Base methods whose own augmentation defaults differ from VICReg's.
+AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {"simclr": SIMCLR_AUGMENT}
+TARGET_NORMS = ("encoder", "none")
+
+
+@dataclass
+class TIROptions:
+    """Options of the TIR wrapper (the base objective's options sit beside them).
+
+    Attributes:
+        transform: the extra transformation ``g`` (``eqbench ls transforms``; continuous only).
+        transform_options: its ranges, e.g. ``{"degrees": [-45, 45]}``.
+        num_targets: ``K``, the number of intermediate targets (paper: 2).
+        d_patch: width of the per-token head (default: the backbone width).
+        d_equi: width of the equivariant part (default: ``d_patch/2`` for VICReg, else ``/4``).
+        recon_weight: ``λ`` (paper: 1; above 5 was unstable). 0 skips the decoders.
+        decoder_channels: ``c``, channels of the decoders' feature maps (default 16).
+        target_norm: ``encoder`` (normalise targets with the encoder's mean/std) or ``none``.
+        augment: overrides of the base method's augmentations (A1, A2).
+    """
+
+    transform: str = "rotation"
+    transform_options: dict[str, Any] = field(default_factory=dict)
+    num_targets: int = 2
+    d_patch: int | None = None
+    d_equi: int | None = None
+    recon_weight: float = 1.0
+    decoder_channels: int = 16
+    target_norm: str = "encoder"
+    augment: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_targets < 1:
+            raise ConfigError(f"TIR num_targets (K) must be >= 1, got {self.num_targets}.")
+        if self.recon_weight < 0:
+            raise ConfigError(f"TIR recon_weight must be >= 0, got {self.recon_weight}.")
+        if self.decoder_channels < 1:
+            raise ConfigError("TIR decoder_channels must be >= 1.")
+        if self.target_norm not in TARGET_NORMS:
+            raise ConfigError(f"TIR target_norm must be one of {TARGET_NORMS}.")
+
+
+@dataclass
+class TIRViews:
+    """The images of one TIR step (all ``(B, 3, S, S)`` in [0, 1] except ``theta``).
+
+    Attributes:
+        v1: ``A1(I)``.
+        u: ``A2(I)``.
+        theta: ``(B, P)`` parameters of ``g``.
+        v2: ``g_θ(u)``.
+        targets: ``[g_{kθ/(K+1)}(u) for k = 1..K]``.
+    """
+
+    v1: Tensor
+    u: Tensor
+    theta: Tensor
+    v2: Tensor
+    targets: list[Tensor]
+
+
+class TIRDecoder(nn.Module):
+    """One deliberately weak decoder: a per-token linear layer, then four 3×3 convolutions.
+
+    Args:
+        in_dim: token width (``2·d_equi``).
+        patch_size: ``p``, pixels per token side.
+        channels: ``c``, channels of the folded map and of the hidden convolutions.
+    """
+
+    def __init__(self, in_dim: int, patch_size: int, channels: int = 16) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.channels = channels
+        self.linear = nn.Linear(in_dim, patch_size * patch_size * channels)
+        self.convs = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(channels, 3, 3, padding=1),
+        )
+
+    def fold(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        """The linear layer and the fold: tokens ``(B, h·w, in_dim)`` → ``(B, c, h·p, w·p)``;
+        token ``(i, j)`` fills pixels ``[i·p, (i+1)·p) × [j·p, (j+1)·p)``."""
+        batch = tokens.shape[0]
+        (h, w), p, c = grid, self.patch_size, self.channels
+        x = self.linear(tokens)  # (B, h·w, p·p·c)
+        x = x.view(batch, h, w, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (B, c, h, p, w, p)
+        return x.reshape(batch, c, h * p, w * p)
+
+    def forward(self, tokens: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
+        """Decode tokens ``(B, h·w, in_dim)`` on an ``(h, w)`` grid into ``(B, 3, H, W)``.
+
+        The folded map is ``(c, h·p, w·p)``; when that is not ``size`` (image side not a
+        multiple of ``p``, CNN backbones) it is resized bilinearly to ``size`` first.
+        """
+        x = self.fold(tokens, grid)  # (B, c, h·p, w·p)
+        if tuple(x.shape[-2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return self.convs(x)  # (B, 3, H, W)
+
+
+class TIR(Method):
+    """TIR around a base objective (``tir+vicreg``, ``tir+simclr``).
+
+    Args:
+        base: name of the base objective in :data:`~eqbench.methods.base.OBJECTIVES`.
+        encoder: the backbone.
+        img_size: side of the views in pixels.
+        options: :class:`TIROptions` fields and the base objective's options, mixed.
+    """
+
+    def __init__(self, base: str, encoder: Encoder, img_size: int, options: dict[str, Any]):
+        super().__init__()
+        self.name = f"tir+{base}"
+        where = f"method '{self.name}' options"
+        objective_cls = OBJECTIVES.get(base)
+        own, objective_options = split_options(
+            options, [TIROptions, objective_cls.options_class], where
+        )
+        opts = from_dict(TIROptions, own, where)
+        self.encoder = encoder
+        self.d_patch = opts.d_patch or encoder.embed_dim
+        default_equi = self.d_patch // 2 if base == "vicreg" else self.d_patch // 4
+        self.d_equi = opts.d_equi or default_equi
+        if not 0 < self.d_equi < self.d_patch:
+            raise ConfigError(
+                f"{where}: need 0 < d_equi < d_patch, got d_equi={self.d_equi}, "
+                f"d_patch={self.d_patch}. Lower d_equi or raise d_patch."
+            )
+        self.num_targets = opts.num_targets
+        self.recon_weight = opts.recon_weight
+        self.target_norm = opts.target_norm
+        self.transform: Transformation = build_transform(
+            opts.transform, img_size, **opts.transform_options
+        )
+        if self.transform.discrete:
+            raise ConfigError(
+                f"{where}: transform '{opts.transform}' is discrete and has no intermediate "
+                "states. Use rotation, translation, se2, scale, colour or blur."
+            )
+        augment_config = build_augment_config(opts.augment, AUGMENT_DEFAULTS.get(base))
+        self.augment = TwoViewAugment(augment_config, img_size)
+        self.head = nn.Linear(encoder.embed_dim, self.d_patch)
+        self.objective = build_objective(base, self.d_inv, objective_options, where)
+        self.decoders = nn.ModuleList(
+            TIRDecoder(2 * self.d_equi, encoder.patch_size, opts.decoder_channels)
+            for _ in range(self.num_targets)
+        )
+        self.has_unused_parameters = self.recon_weight == 0
+        self.options = {
+            **to_dict(opts),
+            "d_patch": self.d_patch,
+            "d_equi": self.d_equi,
+            "transform_options": self.transform.config(),
+            "augment": self.augment.describe(),
+            **to_dict(from_dict(objective_cls.options_class, objective_options, where)),
+        }
+
+    @property
+    def d_inv(self) -> int:
+        """Width of the invariant part, ``d_patch − d_equi``."""
+        return self.d_patch - self.d_equi
+
+    def views(self, batch: TrainBatch) -> TIRViews:
+        """``v1``, ``u``, θ, ``v2 = g_θ(u)`` and the targets ``g_{kθ/(K+1)}(u)``.
+
+        Draws, in order from ``batch.generator``: the two base views, then θ.
+        """
+        v1, u = self.augment(batch.images, batch.generator)  # (B, 3, S, S) each
+        theta = self.transform.sample(u.shape[0], batch.generator).to(u.device)  # (B, P)
+        v2 = self.transform.apply(u, theta)
+        k_total = self.num_targets + 1
+        targets = [self.transform.apply(u, theta, k / k_total) for k in range(1, k_total)]
+        return TIRViews(v1=v1, u=u, theta=theta, v2=v2, targets=targets)
+
+    def split(self, patch: Tensor) -> tuple[Tensor, Tensor]:
+        """Head + split of patch tokens ``(B, N, D)`` → ``z_inv`` ``(B, N, d_inv)``,
+        ``z_equi`` ``(B, N, d_equi)``."""
+        z = self.head(patch)  # (B, N, d_patch)
+        z_inv, z_equi = z.split([self.d_inv, self.d_equi], dim=-1)
+        return z_inv, z_equi
+
+    def training_step(self, batch: TrainBatch) -> dict[str, Tensor]:
+        """``L_SSL(z̄_inv(v1), z̄_inv(v2)) + λ·L_recon``, with the parts for logging."""
+        views = self.views(batch)
+        features = self.encoder(torch.cat([views.v1, views.v2]))  # patch: (2B, N, D)
+        z_inv, z_equi = self.split(features.patch)
+        g1, g2 = z_inv.mean(dim=1).chunk(2)  # (B, d_inv) each
+        ssl = self.objective(g1, g2)
+        out = {"loss": ssl["loss"], "ssl": ssl["loss"]}
+        out.update({k: v for k, v in ssl.items() if k != "loss"})
+        if self.recon_weight == 0:
+            return out
+        e1, e2 = z_equi.chunk(2)  # (B, N, d_equi) each
+        pair = torch.cat([e1, e2], dim=-1)  # (B, N, 2·d_equi)
+        size = (views.u.shape[-2], views.u.shape[-1])
+        recon_terms = []
+        for k, (decoder, target) in enumerate(zip(self.decoders, views.targets, strict=True)):
+            prediction = decoder(pair, features.grid, size)  # (B, 3, S, S)
+            term = F.mse_loss(prediction.float(), self.normalise_target(target))
+            out[f"recon_{k + 1}"] = term
+            recon_terms.append(term)
+        recon = torch.stack(recon_terms).mean()
+        out["recon"] = recon
+        out["loss"] = ssl["loss"] + self.recon_weight * recon
+        return out
+
+    def normalise_target(self, target: Tensor) -> Tensor:
+        """A target image ``(B, 3, S, S)`` in [0, 1] in the space the decoders predict."""
+        return self.encoder.normalize(target) if self.target_norm == "encoder" else target
+
+
+def tir_factory(base: str) -> MethodFactory:
+    """The :data:`~eqbench.methods.base.METHODS` factory of ``tir+<base>``."""
+
+    def factory(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
+        return TIR(base, encoder, img_size, options)
+
+    factory.__name__ = f"tir_{base}"
+    factory.__doc__ = f"TIR (arXiv 2503.18753) on top of the '{base}' objective."
+    return factory
+
+
+# One ``tir+<base>`` per base objective (the imports above register the built-in ones).
+for _base in OBJECTIVES.names():
+    METHODS.register(f"tir+{_base}")(tir_factory(_base))

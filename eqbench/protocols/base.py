@@ -1,0 +1,76 @@
+"""Evaluation protocols: what a task file's ``protocol:`` names.
+
+A protocol is a class with a typed ``Config`` dataclass (the task file's ``config:`` section,
+validated with did-you-mean) and a ``run`` method that returns metric values per probe seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from eqbench.checkpoints import LoadedModel
+from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
+from eqbench.features.store import FeatureStore
+from eqbench.registry import Registry
+
+
+@dataclass
+class EvalContext:
+    """What every protocol run gets besides its config.
+
+    Attributes:
+        model: the checkpoint under evaluation.
+        store: the feature store (encoder + cache).
+        dataset: the dataset spec to use (the task's default unless overridden).
+        seed: data seed (which crops, which transformation parameters); probes use
+            ``seed, seed + 1, ...``.
+    """
+
+    model: LoadedModel
+    store: FeatureStore
+    dataset: DatasetSpec
+    seed: int
+
+    def open(self, split: str, n: int | None = None) -> ImageDataset:
+        """Open a split of the context's dataset."""
+        return load_dataset(self.dataset, split, n=n, seed=self.seed)
+
+
+#: ``metric name -> one value per probe seed``.
+MetricValues = dict[str, list[float]]
+
+
+class Protocol(ABC):
+    """Base class of evaluation protocols."""
+
+    Config: ClassVar[type]
+    #: metric names this protocol reports (the task's primary metric must be one of them).
+    metrics: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def run(self, config: Any, ctx: EvalContext) -> MetricValues:
+        """Evaluate ``ctx.model``; returns metric values per probe seed."""
+
+
+PROTOCOLS: Registry[type[Protocol]] = Registry("protocol", "eqbench ls protocols")
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed derived from ``parts`` that is stable across runs and platforms."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def generator(*parts: object) -> torch.Generator:
+    """A CPU torch generator seeded with :func:`stable_seed`."""
+    return torch.Generator().manual_seed(stable_seed(*parts))
+
+
+def to_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().float().numpy()

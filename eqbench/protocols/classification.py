@@ -1,0 +1,128 @@
+"""Classification on frozen features (invariance): DINO's weighted kNN and the linear probe.
+
+kNN: Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (arXiv 2104.14294),
+``eval_knn.py``. Linear: the cheap variant on cached features (L-BFGS logistic regression with the
+L2 strength swept on a validation split carved from the training data; Ericsson et al. 2021 and
+dinov2's ``log_regression.py``). Nothing is ever selected on the test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eqbench.data.base import ImageDataset
+from eqbench.errors import DatasetError
+from eqbench.eval.knn import knn_classify
+from eqbench.eval.linear import logistic_regression_probe
+from eqbench.features.store import select_feature
+from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
+from eqbench.protocols.views import view_batches, view_key
+
+
+@dataclass(frozen=True)
+class KnnConfig:
+    """Options of the kNN task (DINO defaults)."""
+
+    image_size: int = 64
+    feature: str = "cls"
+    ks: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
+    temperature: float = 0.07
+    n_train: int | None = None
+    n_test: int | None = None
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    """Options of the linear-probe task."""
+
+    image_size: int = 64
+    feature: str = "cls"
+    c_min_log10: float = -6.0
+    c_max_log10: float = 5.0
+    c_steps: int = 45
+    val_fraction: float = 0.2
+    max_iter: int = 1000
+    n_train: int | None = None
+    n_test: int | None = None
+
+
+def encode_split(
+    ctx: EvalContext, split: str, n: int | None, image_size: int, feature: str
+) -> tuple[np.ndarray, np.ndarray, ImageDataset]:
+    """Features and labels of a split, images resized to ``image_size`` (cached)."""
+    dataset = ctx.open(split, n=n)
+    feats = ctx.store.get(
+        dataset,
+        view_key(image_size, image_size, None, ctx.seed),
+        view_batches(dataset, image_size, image_size),
+        label=f"{dataset.name}/{split}",
+    )
+    return select_feature(feats, feature).numpy(), dataset.labels, dataset
+
+
+def labelled_splits(
+    ctx: EvalContext, n_train: int | None, n_test: int | None, image_size: int, feature: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Train and test features and labels; refuses data whose test classes never occur in train."""
+    x_tr, y_tr, ds_tr = encode_split(ctx, "train", n_train, image_size, feature)
+    x_te, y_te, _ = encode_split(ctx, "test", n_test, image_size, feature)
+    unseen = set(np.unique(y_te)) - set(np.unique(y_tr))
+    if unseen:
+        raise DatasetError(
+            f"Dataset '{ctx.dataset}' has test classes that never occur in its train split "
+            f"({len(unseen)} of them), so it cannot score classification. Use a labelled "
+            "dataset such as digits, cifar10 or imagefolder:PATH."
+        )
+    return x_tr, y_tr, x_te, y_te, len(ds_tr.classes)
+
+
+@PROTOCOLS.register("knn")
+class Knn(Protocol):
+    """DINO's temperature-weighted kNN vote on L2-normalised frozen features."""
+
+    Config = KnnConfig
+    metrics = ("top1_k10", "top1_k20", "top1_k100", "top1_k200", "top5_k20")
+
+    def run(self, config: Any, ctx: EvalContext) -> MetricValues:
+        cfg: KnnConfig = config
+        x_tr, y_tr, x_te, y_te, num_classes = labelled_splits(
+            ctx, cfg.n_train, cfg.n_test, cfg.image_size, cfg.feature
+        )
+        res = knn_classify(
+            x_tr,
+            y_tr,
+            x_te,
+            y_te,
+            ks=tuple(cfg.ks),
+            temperature=cfg.temperature,
+            num_classes=num_classes,
+        )
+        return {k: [float(v)] for k, v in res.items()}
+
+
+@PROTOCOLS.register("linear")
+class Linear(Protocol):
+    """Logistic regression on frozen features, L2 strength chosen on a validation split."""
+
+    Config = LinearConfig
+    metrics = ("top1", "top5", "val_top1", "best_c")
+
+    def run(self, config: Any, ctx: EvalContext) -> MetricValues:
+        cfg: LinearConfig = config
+        x_tr, y_tr, x_te, y_te, _ = labelled_splits(
+            ctx, cfg.n_train, cfg.n_test, cfg.image_size, cfg.feature
+        )
+        res = logistic_regression_probe(
+            x_tr,
+            y_tr,
+            x_te,
+            y_te,
+            c_grid=np.logspace(cfg.c_min_log10, cfg.c_max_log10, cfg.c_steps).tolist(),
+            val_fraction=cfg.val_fraction,
+            seed=ctx.seed,
+            max_iter=cfg.max_iter,
+        )
+        return {k: [float(res[k])] for k in self.metrics}

@@ -1,0 +1,71 @@
+"""Image views for the synthetic protocols, free of fill pixels.
+
+Rotating or translating a crop with zero fill leaves black corners that give the parameter away
+to any encoder. So each view is cut from a larger *context* image: the identity view ``I`` is the
+centre ``view_size`` crop of the context, and the transformed view ``g_θ I`` is the centre crop of
+the transformed context (``protocols.md``, "No fill leaks"). Both views share the same centre, so
+the geometric transformations act about the view's centre.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+from eqbench.data.base import ImageDataset
+from eqbench.errors import ConfigError
+from eqbench.features.store import BatchFn
+from eqbench.transforms.base import Transformation
+
+
+def center_crop(images: Tensor, size: int) -> Tensor:
+    """Centre ``size × size`` crop of a ``(B, C, H, W)`` batch."""
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+def context_size(view_size: int, ratio: float, transforms: Sequence[Transformation]) -> int:
+    """Side of the context image, checked to be large enough for every transformation."""
+    context = math.ceil(view_size * ratio)
+    context += (context - view_size) % 2  # keep the margin symmetric
+    for t in transforms:
+        need = t.context_size(view_size)
+        if need > context:
+            raise ConfigError(
+                f"context_ratio {ratio} gives a {context}px context, but '{t.name}' with its range "
+                f"needs {need}px to keep fill pixels out of a {view_size}px view. Raise "
+                "context_ratio or narrow the range."
+            )
+    return context
+
+
+def view_batches(
+    dataset: ImageDataset,
+    view_size: int,
+    context: int,
+    transform: Transformation | None = None,
+    params: Tensor | None = None,
+) -> BatchFn:
+    """A batch function producing (transformed) views in [0, 1] for the feature store."""
+
+    def make(indices: Sequence[int]) -> Tensor:
+        images = dataset.load(indices, context).float().div_(255.0)
+        if transform is not None and params is not None:
+            images = transform.apply(images, params[list(indices)])
+        return center_crop(images, view_size).clamp_(0.0, 1.0).contiguous()
+
+    return make
+
+
+def view_key(
+    view_size: int, context: int, transform: Transformation | None, seed: int
+) -> dict[str, Any]:
+    """The cache-key description of :func:`view_batches` with these arguments."""
+    what: dict[str, Any] = {"kind": "view", "view": view_size, "context": context}
+    if transform is not None:
+        what.update(transform=transform.name, options=transform.config(), seed=seed)
+    return what

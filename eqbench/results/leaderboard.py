@@ -1,0 +1,145 @@
+"""Leaderboards generated from ``results/`` with pandas.
+
+One row per model, one column per (task, version, dataset, overrides); a column never mixes task
+versions. For each cell the newest result per data seed is kept; the cell shows the mean of the
+primary metric and its std (over probe seeds for one data seed, over data seeds otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from eqbench.results.records import load_results
+
+#: Protocols whose primary metric is an R² of the synthetic probes (for the summary column).
+R2_METRICS = ("r2_mlp", "r2_linear")
+PERCENT_METRICS_PREFIX = ("top1", "top5", "acc")
+
+
+def _column(row: dict[str, Any], default_datasets: dict[str, str]) -> str:
+    label = row["task"]
+    if row["n_versions"] > 1:
+        label += f" v{row['task_version']}"
+    if row["n_datasets"] > 1 or row["dataset"] != default_datasets.get(row["task"], row["dataset"]):
+        label += f" [{row['dataset']}]"
+    if row["overrides"]:
+        label += " {" + ",".join(f"{k}={v}" for k, v in sorted(row["overrides"].items())) + "}"
+    return label
+
+
+def results_frame(results_dir: Path) -> pd.DataFrame:
+    """One row per result file with the fields the leaderboard needs."""
+    rows = []
+    for r in load_results(results_dir):
+        primary = r["metrics"][r["primary_metric"]]
+        rows.append(
+            {
+                "model": r["model_id"],
+                "task": r["task"],
+                "task_version": r["task_version"],
+                "dataset": r["dataset"],
+                "overrides": r.get("overrides", {}),
+                "overrides_key": json.dumps(r.get("overrides", {}), sort_keys=True),
+                "seed": r["seed"],
+                "metric": r["primary_metric"],
+                "higher_is_better": r.get("higher_is_better", True),
+                "mean": primary["mean"],
+                "std": primary["std"],
+                "created_at": r.get("created_at", ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def leaderboard(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """``(means, stds, metric_by_column)``: models × columns, plus each column's metric name.
+
+    A ``mean R² (synthetic)`` summary column averages the synthetic R² cells of each model when it
+    has all of them.
+    """
+    df = results_frame(results_dir)
+    if df.empty:
+        return pd.DataFrame(), pd.DataFrame(), {}
+    key = ["model", "task", "task_version", "dataset", "overrides_key"]
+    # newest result per (cell, data seed)
+    df = df.sort_values("created_at").groupby([*key, "seed"], as_index=False).last()
+    cells = (
+        df.groupby(key)
+        .agg(
+            mean=("mean", "mean"),
+            std_seeds=("mean", "std"),
+            std_probe=("std", "first"),
+            n_seeds=("seed", "nunique"),
+            metric=("metric", "first"),
+            overrides=("overrides", "first"),
+        )
+        .reset_index()
+    )
+    cells["std"] = cells["std_seeds"].where(cells["n_seeds"] > 1, cells["std_probe"])
+    cells["n_versions"] = cells.groupby("task")["task_version"].transform("nunique")
+    cells["n_datasets"] = cells.groupby("task")["dataset"].transform("nunique")
+    defaults = {t: g["dataset"].mode().iloc[0] for t, g in cells.groupby("task")}
+    cells["column"] = [_column(row, defaults) for row in cells.to_dict("records")]
+    means = cells.pivot(index="model", columns="column", values="mean")
+    stds = cells.pivot(index="model", columns="column", values="std")
+    metrics = dict(zip(cells["column"], cells["metric"], strict=True))
+    r2_cols = [c for c in means.columns if c.startswith("synthetic/") and metrics[c] in R2_METRICS]
+    if r2_cols:
+        summary = "mean R² (synthetic)"
+        means[summary] = means[r2_cols].mean(axis=1, skipna=False)
+        stds[summary] = float("nan")
+        metrics[summary] = "r2_mlp"
+    order = sorted(means.columns, key=lambda c: (c != "mean R² (synthetic)", c))
+    return means[order].sort_index(), stds[order].sort_index(), metrics
+
+
+def format_cell(mean: float, std: float, metric: str) -> str:
+    """``61.2 ± 0.4`` for percentages, ``0.734 ± 0.012`` for R² and scores; ``—`` if missing."""
+    if pd.isna(mean):
+        return "—"
+    if metric.startswith(PERCENT_METRICS_PREFIX):
+        text = f"{100 * mean:.1f}"
+        return text + (f" ± {100 * std:.1f}" if not pd.isna(std) and std > 0 else "")
+    text = f"{mean:.3f}"
+    return text + (f" ± {std:.3f}" if not pd.isna(std) and std > 0 else "")
+
+
+def formatted(results_dir: Path) -> pd.DataFrame:
+    """The leaderboard as strings (models × columns)."""
+    means, stds, metrics = leaderboard(results_dir)
+    out = means.copy().astype(object)
+    for col in means.columns:
+        out[col] = [
+            format_cell(m, s, metrics[col]) for m, s in zip(means[col], stds[col], strict=True)
+        ]
+    return out
+
+
+def to_markdown(results_dir: Path) -> str:
+    """A GitHub-flavoured Markdown table."""
+    table = formatted(results_dir)
+    if table.empty:
+        return "_No results yet._\n"
+    cols = ["model", *table.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for model, row in table.iterrows():
+        lines.append("| " + " | ".join([str(model), *map(str, row.tolist())]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(results_dir: Path) -> str:
+    """Machine-readable CSV: one row per (model, column) with mean, std and metric."""
+    means, stds, metrics = leaderboard(results_dir)
+    if means.empty:
+        return "model,column,metric,mean,std\n"
+    long = means.stack(future_stack=True).rename("mean").to_frame()
+    long["std"] = stds.stack(future_stack=True)
+    long = long.reset_index().rename(columns={"level_1": "column"})
+    long.columns = ["model", "column", "mean", "std"]
+    long["metric"] = long["column"].map(metrics)
+    long = long.dropna(subset=["mean"])
+    return str(long[["model", "column", "metric", "mean", "std"]].to_csv(index=False))

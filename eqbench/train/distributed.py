@@ -1,0 +1,90 @@
+"""Process-group set-up for multi-process training launched by ``torchrun``.
+
+When ``RANK`` and ``WORLD_SIZE`` are in the environment (``torchrun`` sets them, with
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``) the default process group is initialised:
+``nccl`` on CUDA (one GPU per process, ``cuda:LOCAL_RANK``), ``gloo`` on the CPU. Otherwise the
+run is a single process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from eqbench.device import resolve_device
+from eqbench.errors import EqbenchError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistContext:
+    """Where this process stands.
+
+    Attributes:
+        rank: global rank (0 when single-process).
+        world_size: number of processes.
+        device: this process's device.
+        owns_group: whether :func:`setup` initialised the process group (and must destroy it).
+    """
+
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, the only process that writes files."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        """Wait for every process (no-op when single-process)."""
+        if self.distributed:
+            dist.barrier()
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (``[obj]`` when single-process)."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def setup(device_name: str) -> DistContext:
+    """Initialise the process group if launched by ``torchrun``; pick this process's device."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return DistContext(0, 1, resolve_device(device_name))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise EqbenchError(
+                f"LOCAL_RANK {local_rank} has no GPU ({torch.cuda.device_count()} visible). "
+                "Launch at most one process per GPU (torchrun --nproc_per_node=<GPUs>)."
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        owns = True
+    logger.info("process %d of %d on %s", rank, world, device)
+    return DistContext(rank, world, device, owns_group=owns)
+
+
+def teardown(ctx: DistContext) -> None:
+    """Destroy the process group if :func:`setup` created it."""
+    if ctx.owns_group and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,20 @@
+"""Shared test set-up: offline, a private feature cache, few threads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test gets its own feature cache, so no test sees another's cached features."""
+    cache = tmp_path_factory.mktemp("feature-cache")
+    monkeypatch.setenv("EQBENCH_CACHE_DIR", str(cache))
+    return cache

@@ -1,0 +1,271 @@
+"""The pretraining engine: configs, resume bit-for-bit, NaN stop, checkpoints, CLI, torchrun."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from eqbench.backbones import create_encoder
+from eqbench.checkpoints import load_model, load_state_file
+from eqbench.config import from_dict
+from eqbench.errors import ConfigError, EqbenchError
+from eqbench.methods import build_method
+from eqbench.train import (
+    CHECKPOINT_NAME,
+    LOG_NAME,
+    PretrainConfig,
+    available_configs,
+    load_pretrain_config,
+    pretrain,
+)
+from eqbench.train.cli import pretrain_command
+from eqbench.train.schedule import learning_rate, weight_decay
+
+TINY: dict[str, Any] = {
+    "method": "tir+vicreg",
+    "backbone": "micro_vit",
+    "img_size": 32,
+    "dataset": "photos",
+    "n_images": 12,  # not a multiple of the batch: steps straddle epochs
+    "batch_size": 8,
+    "steps": 4,
+    "lr": 1e-3,
+    "warmup_steps": 1,
+    "weight_decay": 0.05,
+    "weight_decay_end": 0.2,
+    "grad_clip": 1.0,
+    "checkpoint_every": 2,
+    "log_every": 1,
+    "device": "cpu",
+    "method_options": {"expander_dims": [32, 32]},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Micro models gain nothing from threads, and threads slow them badly on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(**overrides: Any) -> PretrainConfig:
+    return from_dict(PretrainConfig, {**TINY, **overrides}, "test config")
+
+
+def steps_logged(out: Path) -> list[dict[str, Any]]:
+    lines = (out / LOG_NAME).read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "loss" in r]
+
+
+def assert_same(a: Any, b: Any, where: str = "") -> None:
+    """Recursive exact equality of checkpoint contents (tensors bit for bit)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+# ------------------------------------------------------------------------------------ configs
+def test_shipped_configs_load_and_name_their_method() -> None:
+    names = set(available_configs())
+    expected = {
+        "vicreg_photos_cpu",
+        "tir_vicreg_photos_cpu",
+        "simclr_photos_cpu",
+        "tir_simclr_photos_cpu",
+        "vicreg_vits16_imagenet",
+        "tir_vicreg_vits16_imagenet",
+    }
+    assert expected <= names
+    encoder = create_encoder("micro_vit", img_size=32)
+    for name in expected:
+        cfg = load_pretrain_config(name)
+        # Every option is one the method accepts (heads shrunk to keep this fast).
+        small = {"expander_dims": [8, 8]} if "vicreg" in cfg.method else {"projector_dims": [8]}
+        if cfg.method.startswith("tir"):
+            small |= {"d_patch": 64, "d_equi": 16}
+        build_method(cfg.method, encoder, 32, {**cfg.method_options, **small})
+
+
+def test_include_and_dotted_overrides() -> None:
+    cfg = load_pretrain_config(
+        "tir_vicreg_photos_cpu", {"method_options.d_equi": 48, "steps": 30, "seed": 7}
+    )
+    assert cfg.method == "tir+vicreg" and cfg.img_size == 64  # inherited from vicreg_photos_cpu
+    assert cfg.method_options["d_equi"] == 48
+    assert cfg.method_options["expander_dims"] == [512, 512, 512]  # merged, not replaced
+    assert (cfg.steps, cfg.seed) == (30, 7)
+    imagenet = load_pretrain_config("vicreg_vits16_imagenet")
+    assert imagenet.peak_lr == pytest.approx(1e-4 * 2048 / 256)
+
+
+def test_config_errors_suggest_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'vicreg_photos_cpu'"):
+        load_pretrain_config("vicreg_photo_cpu")
+    with pytest.raises(ConfigError, match="Did you mean 'steps'"):
+        load_pretrain_config("vicreg_photos_cpu", {"stpes": 3})
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        load_pretrain_config("vicreg_photos_cpu", {"steps": 5, "warmup_steps": 10})
+    cfg = load_pretrain_config("tir_vicreg_vits16_imagenet")
+    with pytest.raises(ConfigError, match="--set dataset=imagefolder:PATH"):
+        pretrain(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_from_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"include": str(Path(__file__).parent / "missing.yaml")}))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_pretrain_config(str(path))
+    path.write_text(yaml.safe_dump(TINY))
+    assert load_pretrain_config(str(path)) == tiny()
+
+
+def test_schedules() -> None:
+    cfg = tiny(steps=10, warmup_steps=2, lr=1.0, min_lr=0.1)
+    lrs = [learning_rate(cfg, s) for s in range(10)]
+    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert lrs[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[1:]))
+    assert weight_decay(cfg, 0) == pytest.approx(0.05)
+    assert weight_decay(cfg, 9) == pytest.approx(0.2)
+
+
+# ------------------------------------------------------------------------------ the engine
+def test_resume_is_bit_for_bit(tmp_path: Path) -> None:
+    cfg = tiny()
+    straight = pretrain(cfg, tmp_path / "straight")
+    interrupted = pretrain(cfg, tmp_path / "resumed", stop_at=2)
+    first_half = load_state_file(interrupted)[0]
+    assert first_half["train_state"]["step"] == 2
+    assert first_half["train_state"]["data_position"] == 16
+    resumed = pretrain(cfg, tmp_path / "resumed", resume=True)
+
+    a, b = load_state_file(straight)[0], load_state_file(resumed)[0]
+    assert a["train_state"]["step"] == b["train_state"]["step"] == 4
+    assert_same(a["backbone"], b["backbone"], "backbone")
+    assert_same(a["train_state"], b["train_state"], "train_state")
+    assert not torch.equal(  # training did move the weights
+        first_half["backbone"]["model.patch_embed.proj.weight"],
+        b["backbone"]["model.patch_embed.proj.weight"],
+    )
+    log_a, log_b = steps_logged(tmp_path / "straight"), steps_logged(tmp_path / "resumed")
+    assert [r["step"] for r in log_b] == [1, 2, 3, 4]
+    for ra, rb in zip(log_a, log_b, strict=True):
+        assert ra["loss"] == rb["loss"] and ra["recon"] == rb["recon"] and ra["lr"] == rb["lr"]
+    config = yaml.safe_load((tmp_path / "resumed" / "config.yaml").read_text())
+    assert config["method"] == "tir+vicreg" and config["steps"] == 4
+
+    # A finished run is not overwritten, and a changed config does not resume it.
+    with pytest.raises(EqbenchError, match="--resume"):
+        pretrain(cfg, tmp_path / "resumed")
+    with pytest.raises(ConfigError, match="lr"):
+        pretrain(tiny(lr=5e-4), tmp_path / "resumed", resume=True)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eqbench.methods.vicreg import VICRegObjective
+
+    original = VICRegObjective.forward
+    calls = {"n": 0}
+
+    def poisoned(self: VICRegObjective, f1: torch.Tensor, f2: torch.Tensor) -> Any:
+        calls["n"] += 1
+        out = original(self, f1, f2)
+        if calls["n"] == 3:  # the third step
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(VICRegObjective, "forward", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(EqbenchError, match=r"nan at step 3 .*step 2\) is kept"):
+        pretrain(tiny(method="vicreg"), out)
+    state = load_state_file(out / CHECKPOINT_NAME)[0]
+    assert state["train_state"]["step"] == 2
+    assert [r["step"] for r in steps_logged(out)] == [1, 2]
+
+
+def test_checkpoint_loads_as_a_model(tmp_path: Path) -> None:
+    path = pretrain(tiny(method="simclr", steps=2, method_options={}), tmp_path / "run")
+    loaded = load_model(str(path), img_size=32)
+    assert loaded.info["method"] == "simclr"
+    assert loaded.info["config"]["backbone"] == "micro_vit"
+    saved = load_state_file(path)[0]["backbone"]
+    for key, value in loaded.encoder.state_dict().items():
+        assert torch.equal(value, saved[key])
+    features = loaded.encoder(torch.rand(2, 3, 32, 32))
+    assert features.patch.shape == (2, 4, 64) and features.cls is not None
+    assert torch.isfinite(features.patch).all()
+
+
+def test_cli_runs_resumes_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "method": "vicreg"}))
+    out = str(tmp_path / "run")
+    runner = CliRunner()
+    args = ["--config", str(config), "--out", out, "--set", "steps=2"]
+    result = runner.invoke(pretrain_command, args)
+    assert result.exit_code == 0, result.output
+    again = runner.invoke(pretrain_command, args)
+    assert again.exit_code == 2 and "--resume" in again.output
+    more = runner.invoke(pretrain_command, [*args[:-1], "steps=3", "--resume"])
+    assert more.exit_code == 0, more.output
+    assert load_state_file(Path(out) / CHECKPOINT_NAME)[0]["train_state"]["step"] == 3
+    typo = runner.invoke(pretrain_command, ["-c", "tir_vicreg_photo_cpu", "--out", out])
+    assert typo.exit_code == 2 and "Did you mean 'tir_vicreg_photos_cpu'" in typo.output
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_agree(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "steps": 2}))
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "eqbench.train.cli",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
+    start = next(r for r in records if r.get("event") == "start")
+    end = next(r for r in records if r.get("event") == "end")
+    assert start["world_size"] == 2
+    hashes = end["param_sha256_per_rank"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    state = load_state_file(out / CHECKPOINT_NAME)[0]
+    assert state["train_state"]["step"] == 2 and state["train_state"]["world_size"] == 2
+    assert load_model(str(out / CHECKPOINT_NAME), img_size=32).info["method"] == "tir+vicreg"
