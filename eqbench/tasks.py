@@ -209,7 +209,7 @@ def resolve_tasks(selection: str, root: Path | None = None) -> list[TaskSpec]:
                 add(member, (*stack, name))
         else:
             hint = did_you_mean(name, list(tasks) + list(groups))
-            raise EqbenchError(
+            raise ConfigError(
                 f"Unknown task '{name}'.{hint} Run `eqbench ls tasks` or `eqbench ls groups`."
             )
 
