@@ -83,6 +83,7 @@ def main() -> None:
             n_train=args.n_train,
             n_test=args.n_test,
             cache_dir=default_cache_dir(),
+            results=args.out / f"results-{args.feature}",
             eval_overrides={"feature": args.feature},
             show_progress=False,
         )

@@ -48,6 +48,7 @@ class DemoConfig:
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         cache_dir: feature cache (``None``: no on-disk cache).
         pretrain_overrides: extra ``--set`` values for every pretraining config.
+        results: results folder (default ``out/results``).
         eval_overrides: extra task options for every evaluation (e.g. ``{"feature": "avgpool"}``).
         show_progress: progress bars.
     """
@@ -63,6 +64,7 @@ class DemoConfig:
     device: str = "auto"
     cache_dir: Path | None = None
     pretrain_overrides: dict[str, Any] = field(default_factory=dict)
+    results: Path | None = None
     eval_overrides: dict[str, Any] = field(default_factory=dict)
     show_progress: bool = True
 
@@ -89,7 +91,7 @@ def run_dir(cfg: DemoConfig, model: str) -> Path:
 
 def results_dir(cfg: DemoConfig) -> Path:
     """Where the demo's result JSONs go."""
-    return cfg.out / "results"
+    return cfg.results or cfg.out / "results"
 
 
 def pretrain_model(cfg: DemoConfig, model: str) -> Path:
