@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -63,7 +64,40 @@ class _PretrainCommand(click.Command):
     "--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Run folder."
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
-def pretrain_command(config: str, overrides: tuple[str, ...], out: str, resume: bool) -> None:
+@click.option(
+    "--submit",
+    type=click.Choice(["slurm", "local"]),
+    default=None,
+    help="Submit through submitit instead of running here: 'slurm' (sbatch; one task per GPU, "
+    "requeued and resumed on pre-emption) or 'local' (processes on this machine; waits).",
+)
+@click.option("--nodes", default=1, show_default=True, type=int, help="With --submit.")
+@click.option(
+    "--gpus-per-node", default=8, show_default=True, type=int, help="With --submit (0: CPU)."
+)
+@click.option(
+    "--tasks-per-node", default=1, show_default=True, type=int, help="CPU tasks (no GPUs)."
+)
+@click.option("--cpus-per-task", default=10, show_default=True, type=int, help="With --submit.")
+@click.option("--partition", default=None, help="SLURM partition.")
+@click.option("--account", default=None, help="SLURM account.")
+@click.option("--time-min", default=24 * 60, show_default=True, type=int, help="Job time limit.")
+@click.option("--mem-gb", default=None, type=int, help="Memory per node (GiB).")
+def pretrain_command(
+    config: str,
+    overrides: tuple[str, ...],
+    out: str,
+    resume: bool,
+    submit: str | None,
+    nodes: int,
+    gpus_per_node: int,
+    tasks_per_node: int,
+    cpus_per_task: int,
+    partition: str | None,
+    account: str | None,
+    time_min: int,
+    mem_gb: int | None,
+) -> None:
     """Pretrain a backbone with a self-supervised method (SimCLR, VICReg, TIR+...).
 
     Writes OUT/config.yaml, OUT/log.jsonl and OUT/checkpoint.pt (an eqbench checkpoint that
@@ -76,10 +110,33 @@ def pretrain_command(config: str, overrides: tuple[str, ...], out: str, resume: 
       eqbench pretrain -c vicreg_photos_cpu --set steps=20 --set seed=1 --out runs/v1
       torchrun --nproc_per_node=8 -m eqbench.cli pretrain -c tir_vicreg_vits16_imagenet \\
           --set dataset=imagefolder:/data/imagenet --out runs/tir_in1k
+      eqbench pretrain -c tir_vicreg_vits16_imagenet --set dataset=imagefolder:/data/imagenet \\
+          --out runs/tir_in1k --submit slurm --nodes 2 --gpus-per-node 8 --partition gpu
     """
     from eqbench.train import load_pretrain_config, pretrain
 
     cfg = load_pretrain_config(config, parse_overrides(overrides))
+    if submit is not None:
+        from eqbench.train.launch import SlurmOptions, submit_pretrain
+
+        options = SlurmOptions(
+            cluster=submit,
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            tasks_per_node=tasks_per_node,
+            cpus_per_task=cpus_per_task,
+            partition=partition,
+            account=account,
+            time_min=time_min,
+            mem_gb=mem_gb,
+        )
+        job = submit_pretrain(cfg, out, options, resume=resume)
+        click.echo(f"Submitted job {job.job_id}; logs in {options.folder or Path(out) / 'slurm'}.")
+        if submit == "slurm":
+            return
+        path = Path(job.results()[0])
+        click.echo(f"Checkpoint: {path}")
+        return
     path = pretrain(cfg, out, resume=resume)
     click.echo(f"Checkpoint: {path}")
 

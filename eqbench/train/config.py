@@ -22,7 +22,15 @@ from eqbench.registry import did_you_mean
 
 #: Keys that may differ between a run and its resumption (they do not change the result).
 RESUMABLE_KEYS = frozenset(
-    {"steps", "checkpoint_every", "log_every", "device", "num_workers", "preload_max_mb"}
+    {
+        "steps",
+        "checkpoint_every",
+        "log_every",
+        "device",
+        "num_workers",
+        "preload_max_mb",
+        "tensorboard",
+    }
 )
 
 
@@ -58,6 +66,8 @@ class PretrainConfig:
         num_workers: data-loading worker processes when images are not preloaded.
         preload_max_mb: load the whole training set into memory first when it fits this size.
         name: model name recorded in checkpoints (default ``<method>_<backbone>_seed<seed>``).
+        tensorboard: also write the logged scalars to ``OUT/tensorboard`` when the tensorboard
+            package is installed (``pip install 'eqbench[tensorboard]'``).
     """
 
     method: str
@@ -86,6 +96,7 @@ class PretrainConfig:
     num_workers: int = 0
     preload_max_mb: int = 1024
     name: str | None = None
+    tensorboard: bool = True
 
     def __post_init__(self) -> None:
         positive = {

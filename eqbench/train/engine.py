@@ -132,6 +132,7 @@ class _Run:
         self.step = 0
         self.position = 0
         self.last_saved: int | None = None
+        self.tensorboard: Any = None
 
     # ------------------------------------------------------------------------------ set-up
     def _restore(self, resume: bool) -> None:
@@ -168,6 +169,10 @@ class _Run:
         if self.ctx.is_main:
             with open(self.out / LOG_NAME, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, allow_nan=False) + "\n")
+        if self.tensorboard is not None and "event" not in record:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float):
+                    self.tensorboard.add_scalar(f"train/{key}", value, record["step"])
 
     def _save(self) -> None:
         if self.ctx.is_main:
@@ -259,6 +264,8 @@ class _Run:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text(self.out / CONFIG_NAME, dump_config(cfg))
             self._trim_log()
+            if cfg.tensorboard:
+                self.tensorboard = _tensorboard_writer(self.out)
         self._log(
             {
                 "event": "start",
@@ -270,7 +277,11 @@ class _Run:
                 "images": len(dataset),
             }
         )
-        self._loop(model, data, last)
+        try:
+            self._loop(model, data, last)
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
         hashes = ctx.all_gather_object(
             sha256_state_dict({k: p for k, p in self.method.named_parameters()})
         )
@@ -313,6 +324,17 @@ class _Run:
                     tick, since_log = now, 0
                 if self.step % cfg.checkpoint_every == 0 or self.step == last:
                     self._save()
+
+
+def _tensorboard_writer(out: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` on ``out/tensorboard``, or ``None`` when the tensorboard
+    package is not installed (the JSON-lines log is always written)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.debug("tensorboard is not installed: logging to %s only", LOG_NAME)
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
