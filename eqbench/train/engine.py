@@ -154,15 +154,19 @@ class _Run:
         logger.info("resumed %s at step %d", self.out, self.step)
 
     def _trim_log(self) -> None:
-        """Drop log records of steps after the resumed checkpoint (they will be redone)."""
+        """Drop log records of steps after the resumed checkpoint (they will be redone), and a
+        last line cut short by a killed process."""
         path = self.out / LOG_NAME
         if not path.exists():
             return
-        kept = [
-            line
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= self.step
-        ]
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step", 0) <= self.step:
+                kept.append(line)
         write_text(path, "".join(f"{line}\n" for line in kept))
 
     def _log(self, record: dict[str, Any]) -> None:
