@@ -26,10 +26,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from eqbench.errors import ConfigError, EqbenchError
 from eqbench.registry import did_you_mean
+from eqbench.yamlfiles import read_with_includes, read_yaml
 
 TASK_KEYS = (
     "task",
@@ -80,41 +79,9 @@ def tasks_dir() -> Path:
     return path
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            f"Task file '{path}' is not valid YAML{where}. Fix the file's syntax."
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"Task file '{path}' must hold a mapping of keys, not {data!r}.")
-    return data
-
-
-def _resolve_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if path in seen:
-        raise ConfigError(f"Task file '{path}' includes itself (cycle through {seen}).")
-    data = _read_yaml(path)
-    inc = data.pop("include", None)
-    if inc is None:
-        return data
-    base_path = path.parent / str(inc)
-    if not base_path.is_file():
-        raise ConfigError(f"Task file '{path}' includes '{inc}', which does not exist.")
-    base = _resolve_includes(base_path, (*seen, path))
-    merged_config = {**base.get("config", {}), **data.get("config", {})}
-    merged = {**base, **data}
-    if merged_config:
-        merged["config"] = merged_config
-    return merged
-
-
 def parse_task(path: Path, root: Path) -> TaskSpec:
     """Load and validate one task file."""
-    data = _resolve_includes(path)
+    data = read_with_includes(path, "Task file")
     for key in data:
         if key not in TASK_KEYS:
             hint = did_you_mean(key, list(TASK_KEYS))
@@ -161,7 +128,7 @@ def _load_all(root: Path) -> tuple[dict[str, TaskSpec], dict[str, GroupSpec]]:
         if path.name.startswith("_"):
             continue
         if rel.parts[0] == "groups":
-            data = _read_yaml(path)
+            data = read_yaml(path, "Group file")
             members = data.get("tasks")
             if "group" not in data or not isinstance(members, list):
                 raise ConfigError(

@@ -19,6 +19,7 @@ import yaml
 from eqbench.config import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.registry import did_you_mean
+from eqbench.yamlfiles import read_with_includes
 
 #: Keys that may differ between a run and its resumption (they do not change the result).
 RESUMABLE_KEYS = frozenset(
@@ -155,42 +156,9 @@ def available_configs() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"Config '{path}' is not valid YAML{where}. Fix its syntax.") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"Config '{path}' must hold a mapping of keys, not {data!r}.")
-    return data
-
-
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``update``, merging nested mappings key by key."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping in ``path`` with its ``include:`` chain resolved."""
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"Config '{path}' includes itself (through {[str(p) for p in seen]}).")
-    data = _read_yaml(path)
-    include = data.pop("include", None)
-    if include is None:
-        return data
-    base_path = path.parent / str(include)
-    if not base_path.is_file():
-        raise ConfigError(f"Config '{path}' includes '{include}', which does not exist.")
-    return merge(read_config_file(base_path, (*seen, path)), data)
+    return read_with_includes(path, "Config")
 
 
 def resolve_config_path(name_or_path: str) -> Path:
