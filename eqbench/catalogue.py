@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import yaml
-
 Rows = list[tuple[str, ...]]
 
 
@@ -47,14 +45,18 @@ def listing(what: str) -> tuple[Rows, tuple[str, ...]]:
 
         return [(n, _doc(PROTOCOLS.get(n))) for n in PROTOCOLS], ("protocol", "description")
     if what == "zoo":
-        from eqbench.tasks import tasks_dir
+        from eqbench.errors import EqbenchError
+        from eqbench.zoo.cards import card_ids, read_card
 
-        zoo = tasks_dir().parent / "model_zoo"
         cards: Rows = []
-        for card in sorted(zoo.glob("*.yaml")) if zoo.is_dir() else []:
-            fields = yaml.safe_load(card.read_text()) or {}
-            cards.append((card.stem, str(fields.get("arch", "")), str(fields.get("source", ""))))
-        return cards, ("id", "arch", "source")
+        for card_id in card_ids():
+            try:
+                c = read_card(card_id)
+            except EqbenchError as err:
+                cards.append((card_id, "", "", f"unreadable card: {err}"))
+                continue
+            cards.append((card_id, c.format, c.arch, c.source))
+        return cards, ("id", "format", "arch", "source")
     raise ValueError(what)
 
 

@@ -260,6 +260,134 @@ def demo_command(
     print_leaderboard(results)
 
 
+# ------------------------------------------------------------------------------------ submit / zoo
+FORMAT_CHOICES = [
+    "auto",
+    "eqbench",
+    "timm",
+    "dino",
+    "dinov2",
+    "ibot",
+    "mae",
+    "gtsa",
+    "solo-learn",
+    "lightly",
+]
+
+
+@main.command("submit")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--id", "card_id", required=True, help="Zoo id of the model (its card's name).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_CHOICES),
+    default="auto",
+    show_default=True,
+    help="The checkpoint's format (auto detects it from its keys).",
+)
+@click.option("--arch", default=None, help="Backbone as a timm name (not for eqbench files).")
+@click.option("--source", default="", help="Where the weights come from (URL, paper).")
+@click.option("--licence", default="unknown", show_default=True, help="The weights' licence.")
+@click.option("--suite", default=None, help="Tasks/groups to run after submitting (e.g. core).")
+@click.option(
+    "--results-dir", default="results", show_default=True, type=click.Path(path_type=Path)
+)
+@click.option("--force", is_flag=True, help="Replace an existing card with the same id.")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a task option of the suite run (repeatable).",
+)
+def submit_command(
+    checkpoint: Path,
+    card_id: str,
+    fmt: str,
+    arch: str | None,
+    source: str,
+    licence: str,
+    suite: str | None,
+    results_dir: Path,
+    force: bool,
+    sets: tuple[str, ...],
+) -> None:
+    """Add a third-party checkpoint to the model zoo (and optionally evaluate it).
+
+    Loads CHECKPOINT safely (weights_only / safetensors), maps its keys onto the backbone,
+    reports the keys it dropped (heads, decoders, the other branch) and fails on any other
+    mismatch, then writes model_zoo/ID.yaml with its sha256. Afterwards `--checkpoint zoo:ID`
+    works everywhere.
+
+    \b
+    Examples:
+      eqbench submit dino_deitsmall16_pretrain.pth --format dino --arch vit_small_patch16_224 \\
+          --id dino-vits16 --source https://github.com/facebookresearch/dino --suite core
+      eqbench submit runs/tir/checkpoint.pt --id tir-demo
+    """
+    from eqbench.config import parse_overrides
+    from eqbench.zoo.submit import submit
+
+    done = submit(
+        checkpoint,
+        card_id=card_id,
+        fmt=fmt,
+        arch=arch,
+        source=source,
+        licence=licence,
+        suite=suite,
+        results_dir=results_dir,
+        overwrite=force,
+        eval_options={"overrides": parse_overrides(sets)} if sets else None,
+    )
+    card = done.card
+    console.print(
+        f"Wrote [bold]{done.path}[/] ({card.format}, {card.arch}, sha256 {card.sha256[:12]}...)"
+    )
+    if card.dropped_keys:
+        console.print(f"Dropped {len(card.dropped_keys)} keys: {', '.join(card.dropped_keys)}")
+    if done.results:
+        console.print(f"{len(done.results)} results under {results_dir}; `eqbench leaderboard`.")
+
+
+@main.group("zoo")
+def zoo_group() -> None:
+    """The model zoo: cards of submitted checkpoints (model_zoo/*.yaml)."""
+
+
+@zoo_group.command("ls")
+def zoo_ls() -> None:
+    """List the zoo's cards."""
+    ls_command.callback("zoo")  # type: ignore[misc]
+
+
+@zoo_group.command("show")
+@click.argument("card_id")
+def zoo_show(card_id: str) -> None:
+    """Print a card."""
+    from eqbench.zoo.cards import read_card
+
+    click.echo(read_card(card_id).to_yaml(), nl=False)
+
+
+@zoo_group.command("verify")
+@click.argument("card_ids", nargs=-1)
+def zoo_verify(card_ids: tuple[str, ...]) -> None:
+    """Re-hash every card's weights and reload them strictly; exit 1 if any fails."""
+    from eqbench.zoo.submit import verify
+
+    verdicts = verify(list(card_ids) or None)
+    if not verdicts:
+        console.print("No zoo cards.")
+        return
+    for v in verdicts:
+        mark = "[green]ok[/]" if v.ok else f"[red]FAILED[/]: {v.problem}"
+        console.print(f"{v.card_id}: {mark}", highlight=False)
+    if not all(v.ok for v in verdicts):
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------------------------------- pretrain
 from eqbench.train.cli import pretrain_command  # noqa: E402  (after the group it joins)
 

@@ -363,7 +363,7 @@ def test_pixel_baseline_specs() -> None:
 @pytest.mark.parametrize(
     ("spec", "pattern"),
     [
-        ("zoo:tir-vits16", "the model zoo is not built yet"),
+        ("zoo:tir-vits16", "No model-zoo card"),
         ("hub:facebook/dino", r"unknown model scheme 'hub:'.*baseline:random:<arch>"),
         ("no/such/checkpoint.pt", r"no such file.*'timm:<name>:<weights"),
     ],

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import pickle
@@ -144,7 +145,10 @@ def _load_torch(path: Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             # Plain pickles of protocol 4+ are refused below with a clearer message.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # argparse.Namespace is plain data (attribute values) that DINO, iBOT, MAE and GTSA
+            # training checkpoints carry as "args"; allowing it runs no code of the file's
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
         raise CheckpointError(
             f"Checkpoint '{path}' cannot be read (permission denied). Fix its permissions."

@@ -8,7 +8,7 @@ Accepted forms:
   (``module.`` prefixes stripped, classifier head dropped, ``pos_embed`` resampled);
 * ``baseline:pixels`` / ``baseline:pixels:<grid>``: the raw-pixel baseline;
 * ``baseline:random:<arch>``: a randomly initialised backbone (seed 0, deterministic);
-* ``zoo:<id>``: a model from the eqbench zoo (not built yet).
+* ``zoo:<id>``: a model-zoo card (``model_zoo/<id>.yaml``; :mod:`eqbench.zoo`).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def _seeded(build: Callable[[], T]) -> T:
         return build()
 
 
-def _build(arch: str, img_size: int, spec: str) -> Encoder:
+def build_seeded_encoder(arch: str, img_size: int, spec: str) -> Encoder:
     try:
         return _seeded(lambda: create_encoder(arch, img_size=img_size))
     except EqbenchError as err:
@@ -175,7 +175,7 @@ def _load_timm(spec: str, rest: str, img_size: int) -> LoadedModel:
     name, _, weights = rest.partition(":")
     if not name:
         raise CheckpointError(f"Model spec '{spec}' names no timm model. Use {ACCEPTED_FORMS}.")
-    encoder = _build(name, img_size, spec)
+    encoder = build_seeded_encoder(name, img_size, spec)
     if not isinstance(encoder, TimmEncoder):
         raise CheckpointError(
             f"Model spec '{spec}': '{name}' is not a timm model. Use a timm model name "
@@ -224,7 +224,7 @@ def _load_baseline(spec: str, rest: str, img_size: int) -> LoadedModel:
         sha = sha256_state_dict({}, salt=f"baseline:pixels:{grid}")
         return LoadedModel(model_id, sha, encoder, spec, {"source": "baseline", "grid": grid})
     if kind == "random" and arg:
-        encoder = _build(arg, img_size, spec)
+        encoder = build_seeded_encoder(arg, img_size, spec)
         encoder.eval()
         model_id = f"baseline:random:{arg}"
         sha = sha256_state_dict(encoder.state_dict(), salt=arg)
@@ -252,10 +252,9 @@ def load_model(spec: str, *, img_size: int) -> LoadedModel:
     """
     scheme, sep, rest = spec.partition(":")
     if sep and scheme == "zoo":
-        raise CheckpointError(
-            f"Cannot load '{spec}': the model zoo is not built yet. Use a checkpoint path or "
-            "'timm:<name>:<weights>'."
-        )
+        from eqbench.zoo.load import load_zoo
+
+        return load_zoo(spec, rest, img_size)
     if sep and scheme == "timm":
         return _load_timm(spec, rest, img_size)
     if sep and scheme == "baseline":

@@ -1,0 +1,1 @@
+"""The model zoo: third-party checkpoint formats, cards and ``eqbench submit``."""

@@ -1,0 +1,114 @@
+"""Model-zoo cards: ``model_zoo/<id>.yaml``, one per submitted checkpoint.
+
+A card says what the checkpoint is and how to load it again, and pins it by hash::
+
+    id: dino-vits16
+    format: dino            # eqbench.zoo.formats
+    arch: vit_small_patch16_224
+    weights: /data/ckpt/dino_deitsmall16_pretrain.pth
+    sha256: 3f0c...
+    source: https://github.com/facebookresearch/dino
+    licence: Apache-2.0
+    preprocessing: {img_size: 224, mean: [...], std: [...]}
+    dropped_keys: [head.mlp.0.weight, ...]
+    provenance: {submitted_at: ..., eqbench_version: ..., git_commit: ...}
+
+``zoo:<id>`` loads it anywhere a checkpoint is taken, after checking the file's sha256.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eqbench.atomic import write_text
+from eqbench.config import from_dict, to_dict
+from eqbench.errors import CheckpointError, ConfigError
+from eqbench.registry import did_you_mean
+
+CARD_VERSION = 1
+
+
+@dataclass
+class ZooCard:
+    """One model-zoo entry (see the module docstring)."""
+
+    id: str
+    format: str
+    arch: str
+    weights: str
+    sha256: str
+    source: str = ""
+    licence: str = "unknown"
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    dropped_keys: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    card_version: int = CARD_VERSION
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(to_dict(self), sort_keys=False)
+
+
+def zoo_dir() -> Path:
+    """``$EQBENCH_ZOO_DIR`` or the ``model_zoo/`` folder beside the package."""
+    env = os.environ.get("EQBENCH_ZOO_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "model_zoo"
+
+
+def card_ids(folder: Path | None = None) -> list[str]:
+    folder = folder or zoo_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def card_path(card_id: str, folder: Path | None = None) -> Path:
+    return (folder or zoo_dir()) / f"{card_id}.yaml"
+
+
+def read_card(card_id: str, folder: Path | None = None) -> ZooCard:
+    """The card of ``card_id``.
+
+    Raises:
+        CheckpointError: no such card (did-you-mean) or a malformed card.
+    """
+    path = card_path(card_id, folder)
+    if not path.is_file():
+        ids = card_ids(folder)
+        raise CheckpointError(
+            f"No model-zoo card '{card_id}'.{did_you_mean(card_id, ids)} Run `eqbench zoo ls`, "
+            "or add one with `eqbench submit`."
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise CheckpointError(f"Zoo card '{path}' is not valid YAML. Fix or re-submit.") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"Zoo card '{path}' must hold a mapping. Fix or re-submit.")
+    try:
+        card = from_dict(ZooCard, data, f"zoo card '{path}'")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+    if card.id != card_id:
+        raise CheckpointError(f"Zoo card '{path}' says id '{card.id}'; rename the file or the id.")
+    return card
+
+
+def write_card(card: ZooCard, folder: Path | None = None, overwrite: bool = False) -> Path:
+    """Write ``card`` atomically; refuses to replace an existing card unless ``overwrite``."""
+    path = card_path(card.id, folder)
+    if path.exists() and not overwrite:
+        raise CheckpointError(
+            f"Zoo card '{path}' already exists. Choose another --id, or pass --force to replace it."
+        )
+    write_text(path, card.to_yaml())
+    return path
+
+
+def weights_path(card: ZooCard, folder: Path | None = None) -> Path:
+    """The card's weight file (relative paths are relative to the zoo folder)."""
+    path = Path(card.weights).expanduser()
+    return path if path.is_absolute() else (folder or zoo_dir()) / path
