@@ -97,13 +97,24 @@ def test_shipped_configs_load_and_name_their_method() -> None:
         "tir_simclr_photos_cpu",
         "vicreg_vits16_imagenet",
         "tir_vicreg_vits16_imagenet",
+        "dino_photos_cpu",
+        "ibot_photos_cpu",
+        "tir_dino_photos_cpu",
+        "tir_ibot_photos_cpu",
+        "ibot_vits16_imagenet",
+        "tir_ibot_vits16_imagenet",
+        "tir_ibot_vitl16_imagenet",
     }
     assert expected <= names
     encoder = create_encoder("micro_vit", img_size=32)
-    for name in expected:
+    for name in sorted(names):
         cfg = load_pretrain_config(name)
         # Every option is one the method accepts (heads shrunk to keep this fast).
-        small = {"expander_dims": [8, 8]} if "vicreg" in cfg.method else {"projector_dims": [8]}
+        base = cfg.method.rsplit("+", 1)[-1]
+        small: dict[str, Any] = {
+            "vicreg": {"expander_dims": [8, 8]},
+            "simclr": {"projector_dims": [8]},
+        }.get(base, {"out_dim": 8, "hidden_dim": 8, "bottleneck_dim": 8, "local_size": 16})
         if cfg.method.startswith("tir"):
             small |= {"d_patch": 64, "d_equi": 16}
         build_method(cfg.method, encoder, 32, {**cfg.method_options, **small})
@@ -119,6 +130,14 @@ def test_include_and_dotted_overrides() -> None:
     assert (cfg.steps, cfg.seed) == (30, 7)
     imagenet = load_pretrain_config("vicreg_vits16_imagenet")
     assert imagenet.peak_lr == pytest.approx(1e-4 * 2048 / 256)
+    large = load_pretrain_config("tir_ibot_vitl16_imagenet")
+    assert (large.method, large.backbone, large.batch_size) == (
+        "tir+ibot",
+        "vit_large_patch16",
+        1024,
+    )
+    assert large.peak_lr == pytest.approx(5e-4 * 1024 / 256)
+    assert large.method_options["d_equi"] == 2048 and large.method_options["n_local"] == 10
 
 
 def test_config_errors_suggest_the_fix(tmp_path: Path) -> None:
