@@ -245,6 +245,10 @@ def test_dino_step_matches_a_loss_computed_by_hand() -> None:
     ref, _ = reference_dino(t, s, center, 0.04, 0.1)
     assert out["loss"].item() == pytest.approx(ref.item(), rel=1e-5)
     assert out["teacher_temp"].item() == pytest.approx(0.04)
+    p_t = F.softmax((torch.cat(t) - center) / 0.04, dim=-1)
+    entropy = -(p_t * p_t.log()).sum(-1).mean()
+    assert out["teacher_entropy"].item() == pytest.approx(entropy.item(), rel=1e-4)
+    assert out["dino_kl"].item() == pytest.approx(ref.item() - entropy.item(), rel=1e-4, abs=1e-5)
     assert float(method.dino_loss.center.abs().sum()) > 0  # the centre moved
 
 

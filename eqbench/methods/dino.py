@@ -138,6 +138,13 @@ def warmup_value(start: float, end: float, step: int, warmup_steps: int) -> floa
     return start + (end - start) * step / max(1, warmup_steps - 1)
 
 
+@torch.no_grad()
+def teacher_entropy(logits: Tensor, center: Tensor, temperature: float) -> Tensor:
+    """Mean entropy of the teacher's centred, sharpened distribution ``(M, K)`` (fp32)."""
+    log_p = torch.log_softmax((logits.float() - center) / temperature, dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1).mean()
+
+
 @dataclass
 class Crops:
     """The views of one step, each ``(B, 3, s, s)`` in [0, 1].
@@ -311,10 +318,14 @@ class SelfDistillation(Method):
             opts.warmup_teacher_temp, opts.teacher_temp, step, opts.warmup_teacher_temp_steps
         )
         with torch.autocast(global_batch.device.type, enabled=False):  # softmax / τ in fp32
+            entropy = teacher_entropy(teacher.logits, self.dino_loss.center, teacher_temp)
             cls_loss = self.dino_loss(list(teacher.logits.chunk(2)), student_logits, teacher_temp)
         out = {
             "loss": cls_loss,
             "dino": cls_loss,
+            # DINO's collapse diagnostics (paper, section 5.3): CE = H(P_t) + KL(P_t ‖ P_s)
+            "teacher_entropy": entropy,
+            "dino_kl": cls_loss.detach() - entropy,
             "teacher_temp": cls_loss.new_tensor(teacher_temp),
         }
         if self.ibot is not None:

@@ -2,7 +2,9 @@
 
 Wang et al., "Self-Supervised Learning Based on Transformed Image Reconstruction for
 Equivariance-Coherent Feature Representation", AAAI-26, arXiv 2503.18753 (no public code; this
-follows eqbench's ``method.md``).
+follows eqbench's ``method.md``). This module holds TIR's parts and ``tir+<objective>`` for the
+two-view objectives (VICReg, SimCLR); :mod:`eqbench.methods.tir_distill` puts the same parts on
+DINO and iBOT (``tir+dino``, ``tir+ibot``).
 
 Views: ``v1 = A1(I)``, ``u = A2(I)``, ``v2 = g_θ(u)`` with ``g`` an extra transformation (default
 rotation, θ uniform in [-45°, 45°]) applied to ``u`` only. Targets: the intermediate images

@@ -64,7 +64,7 @@ class _PretrainCommand(click.Command):
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 def pretrain_command(config: str, overrides: tuple[str, ...], out: str, resume: bool) -> None:
-    """Pretrain a backbone with a self-supervised method (SimCLR, VICReg, TIR+...).
+    """Pretrain a backbone with a self-supervised method (SimCLR, VICReg, DINO, iBOT, TIR+...).
 
     Writes OUT/config.yaml, OUT/log.jsonl and OUT/checkpoint.pt (an eqbench checkpoint that
     `eqbench eval --checkpoint OUT/checkpoint.pt` reads). Launch with torchrun for several
