@@ -31,7 +31,7 @@ from eqbench.train import (
     pretrain,
 )
 from eqbench.train.cli import pretrain_command
-from eqbench.train.schedule import learning_rate, weight_decay
+from eqbench.train.schedule import learning_rate, teacher_momentum, weight_decay
 
 TINY: dict[str, Any] = {
     "method": "tir+vicreg",
@@ -97,13 +97,24 @@ def test_shipped_configs_load_and_name_their_method() -> None:
         "tir_simclr_photos_cpu",
         "vicreg_vits16_imagenet",
         "tir_vicreg_vits16_imagenet",
+        "dino_photos_cpu",
+        "ibot_photos_cpu",
+        "tir_dino_photos_cpu",
+        "tir_ibot_photos_cpu",
+        "ibot_vits16_imagenet",
+        "tir_ibot_vits16_imagenet",
+        "tir_ibot_vitl16_imagenet",
     }
     assert expected <= names
     encoder = create_encoder("micro_vit", img_size=32)
-    for name in expected:
+    for name in sorted(names):
         cfg = load_pretrain_config(name)
         # Every option is one the method accepts (heads shrunk to keep this fast).
-        small = {"expander_dims": [8, 8]} if "vicreg" in cfg.method else {"projector_dims": [8]}
+        base = cfg.method.rsplit("+", 1)[-1]
+        small: dict[str, Any] = {
+            "vicreg": {"expander_dims": [8, 8]},
+            "simclr": {"projector_dims": [8]},
+        }.get(base, {"out_dim": 8, "hidden_dim": 8, "bottleneck_dim": 8, "local_size": 16})
         if cfg.method.startswith("tir"):
             small |= {"d_patch": 64, "d_equi": 16}
         build_method(cfg.method, encoder, 32, {**cfg.method_options, **small})
@@ -119,6 +130,14 @@ def test_include_and_dotted_overrides() -> None:
     assert (cfg.steps, cfg.seed) == (30, 7)
     imagenet = load_pretrain_config("vicreg_vits16_imagenet")
     assert imagenet.peak_lr == pytest.approx(1e-4 * 2048 / 256)
+    large = load_pretrain_config("tir_ibot_vitl16_imagenet")
+    assert (large.method, large.backbone, large.batch_size) == (
+        "tir+ibot",
+        "vit_large_patch16",
+        1024,
+    )
+    assert large.peak_lr == pytest.approx(5e-4 * 1024 / 256)
+    assert large.method_options["d_equi"] == 2048 and large.method_options["n_local"] == 10
 
 
 def test_config_errors_suggest_the_fix(tmp_path: Path) -> None:
@@ -151,11 +170,27 @@ def test_schedules() -> None:
     assert all(a >= b for a, b in itertools.pairwise(lrs[1:]))
     assert weight_decay(cfg, 0) == pytest.approx(0.05)
     assert weight_decay(cfg, 9) == pytest.approx(0.2)
+    momenta = [teacher_momentum(cfg, s) for s in range(10)]
+    assert momenta[0] == pytest.approx(0.996) and momenta[-1] == pytest.approx(1.0)
+    assert momenta[4] == pytest.approx(1.0 - 0.004 * 0.5 * (1 + math.cos(math.pi * 4 / 9)))
+    assert all(a <= b for a, b in itertools.pairwise(momenta))
+    with pytest.raises(ConfigError, match="teacher momenta"):
+        tiny(teacher_momentum=1.5)
 
 
 # ------------------------------------------------------------------------------ the engine
-def test_resume_is_bit_for_bit(tmp_path: Path) -> None:
-    cfg = tiny()
+#: Small heads for the methods the resume test runs.
+RESUME_OPTIONS: dict[str, dict[str, Any]] = {
+    "tir+vicreg": {"expander_dims": [32, 32]},
+    "tir+ibot": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16, "n_local": 1},
+}
+#: Log fields that measure time, not the computation.
+TIMING_FIELDS = {"images_per_s", "elapsed_s"}
+
+
+@pytest.mark.parametrize("method", ["tir+vicreg", "tir+ibot"])
+def test_resume_is_bit_for_bit(tmp_path: Path, method: str) -> None:
+    cfg = tiny(method=method, method_options=RESUME_OPTIONS[method])
     straight = pretrain(cfg, tmp_path / "straight")
     interrupted = pretrain(cfg, tmp_path / "resumed", stop_at=2)
     first_half = load_state_file(interrupted)[0]
@@ -174,9 +209,23 @@ def test_resume_is_bit_for_bit(tmp_path: Path) -> None:
     log_a, log_b = steps_logged(tmp_path / "straight"), steps_logged(tmp_path / "resumed")
     assert [r["step"] for r in log_b] == [1, 2, 3, 4]
     for ra, rb in zip(log_a, log_b, strict=True):
-        assert ra["loss"] == rb["loss"] and ra["recon"] == rb["recon"] and ra["lr"] == rb["lr"]
+        assert "recon" in ra and set(ra) == set(rb)
+        assert all(ra[k] == rb[k] for k in set(ra) - TIMING_FIELDS)
+    if method == "tir+ibot":  # the EMA teacher and the centres are saved and restored
+        state = b["train_state"]["method_state"]
+        teacher = state["teacher.encoder.model.patch_embed.proj.weight"]
+        student = b["backbone"]["model.patch_embed.proj.weight"]
+        initial = first_half["train_state"]["method_state"]
+        assert not torch.equal(teacher, student)
+        assert not torch.equal(teacher, initial["teacher.encoder.model.patch_embed.proj.weight"])
+        assert float(state["dino_loss.center"].abs().sum()) > 0
+        assert float(state["patch_loss.center"].abs().sum()) > 0
+        assert log_b[0]["teacher_momentum"] == pytest.approx(0.996)
+        assert log_b[-1]["teacher_momentum"] == pytest.approx(1.0)
+    else:
+        assert "teacher_momentum" not in log_b[0]
     config = yaml.safe_load((tmp_path / "resumed" / "config.yaml").read_text())
-    assert config["method"] == "tir+vicreg" and config["steps"] == 4
+    assert config["method"] == method and config["steps"] == 4
 
     # A finished run is not overwritten, and a changed config does not resume it.
     with pytest.raises(EqbenchError, match="--resume"):

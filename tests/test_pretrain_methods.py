@@ -16,6 +16,8 @@ from eqbench.methods import METHODS, AugmentConfig, TrainBatch, TwoViewAugment, 
 SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "vicreg": {"expander_dims": [32, 32]},
     "simclr": {"projector_dims": [32, 16]},
+    "dino": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+    "ibot": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
 }
 IMG = 32
 
@@ -47,7 +49,8 @@ def build(name: str, **options: Any) -> Any:
 
 
 def test_registry_has_base_and_tir_methods() -> None:
-    assert {"simclr", "vicreg", "tir+simclr", "tir+vicreg"} <= set(METHODS.names())
+    expected = {"simclr", "vicreg", "dino", "ibot"}
+    assert expected | {f"tir+{name}" for name in expected} <= set(METHODS.names())
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -66,8 +69,11 @@ def test_method_trains_two_steps(name: str) -> None:
         optimizer.zero_grad()
         out["loss"].backward()
         if step == 0 and not method.has_unused_parameters:
-            # Every parameter gets a gradient (DistributedDataParallel relies on it).
-            missing = [n for n, p in method.named_parameters() if p.grad is None]
+            # Every trainable parameter gets a gradient (DistributedDataParallel relies on it);
+            # an EMA teacher's parameters are frozen.
+            missing = [
+                n for n, p in method.named_parameters() if p.requires_grad and p.grad is None
+            ]
             assert missing == []
         optimizer.step()
         losses.append(out["loss"].item())

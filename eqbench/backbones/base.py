@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from eqbench.errors import ConfigError
 from eqbench.registry import Registry
 
 FeatureKind = Literal["cls", "avgpool", "cls+avgpool"]
@@ -89,6 +90,23 @@ class Encoder(nn.Module):
     def forward(self, images: Tensor) -> Features:
         """Features of images in [0, 1], ``(B, 3, H, W)``."""
         return self.forward_tokens(self.normalize(images))
+
+    def forward_masked(self, images: Tensor, mask: Tensor, mask_token: Tensor) -> Features:
+        """Features of images in [0, 1] whose masked patch embeddings are replaced by
+        ``mask_token`` before the position embedding (iBOT, arXiv 2111.07832, section 3.2).
+
+        Args:
+            images: ``(B, 3, H, W)`` in [0, 1].
+            mask: ``(B, N)`` bool, ``True`` for the patch tokens to mask (row-major grid).
+            mask_token: ``(D,)`` learnable embedding.
+
+        Raises:
+            ConfigError: the backbone has no patch tokens to mask (only ViTs have).
+        """
+        raise ConfigError(
+            f"Backbone '{self.arch}' cannot mask patch tokens (iBOT needs a ViT). Use a ViT "
+            "backbone such as vit_small_patch16 or micro_vit."
+        )
 
     def describe(self) -> dict[str, Any]:
         """Backbone name and kwargs that rebuild this encoder (stored in checkpoints)."""

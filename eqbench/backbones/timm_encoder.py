@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import timm
+import torch
 from torch import Tensor
 
 from eqbench.backbones.base import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Encoder, Features
@@ -163,6 +164,10 @@ class TimmEncoder(Encoder):
             feature map ``(B, C, h, w)`` as ``patch`` ``(B, h·w, C)``.
         """
         out: Tensor = self.model.forward_features(x)
+        return self._features(out, x.shape[-2], x.shape[-1])
+
+    def _features(self, out: Tensor, height: int, width: int) -> Features:
+        """:class:`Features` of ``forward_features``' output for an ``height × width`` input."""
         if out.ndim == 4:
             _, _, h, w = out.shape
             return Features(cls=None, patch=out.flatten(2).transpose(1, 2), grid=(h, w))
@@ -173,8 +178,35 @@ class TimmEncoder(Encoder):
             )
         patch = out[:, self.num_prefix_tokens :]
         cls = out[:, 0] if self.has_cls else None
-        grid = self._token_grid(x.shape[-2], x.shape[-1], patch.shape[1])
+        grid = self._token_grid(height, width, patch.shape[1])
         return Features(cls=cls, patch=patch, grid=grid)
+
+    def forward_masked(self, images: Tensor, mask: Tensor, mask_token: Tensor) -> Features:
+        """Features with masked patch embeddings replaced by ``mask_token`` (iBOT).
+
+        The steps of timm's ``VisionTransformer.forward_features`` with the replacement between
+        ``patch_embed`` and ``_pos_embed``, as iBOT's ``VisionTransformer.mask_model``.
+
+        Args:
+            images: ``(B, 3, H, W)`` in [0, 1].
+            mask: ``(B, N)`` bool, ``True`` where the token is masked.
+            mask_token: ``(D,)``.
+        """
+        model = self.model
+        if not self.is_token_model or not all(
+            hasattr(model, name) for name in ("_pos_embed", "patch_drop", "norm_pre", "blocks")
+        ):
+            return super().forward_masked(images, mask, mask_token)
+        x = self.normalize(images)
+        tokens: Tensor = model.patch_embed(x)  # (B, h, w, D) (dynamic size) or (B, N, D)
+        if mask.shape != (tokens.shape[0], tokens[0, ..., 0].numel()):
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} does not match the {tokens.shape[1:-1]} tokens"
+            )
+        where = mask.view(*tokens.shape[:-1], 1)
+        tokens = torch.where(where, mask_token.to(tokens.dtype), tokens)
+        out = model.norm(model.blocks(model.norm_pre(model.patch_drop(model._pos_embed(tokens)))))
+        return self._features(out, x.shape[-2], x.shape[-1])
 
     def describe(self) -> dict[str, Any]:
         """``{"name", "kwargs", "timm_name"}``; ``create_encoder(name, **kwargs)`` rebuilds it."""

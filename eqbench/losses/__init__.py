@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from eqbench.losses.dino import DINOLoss, IBOTPatchLoss, dino_cross_entropy
 from eqbench.losses.distributed import distributed_world, gather_with_grad
 from eqbench.losses.ntxent import NTXentLoss
 from eqbench.losses.vicreg import VICRegLoss, covariance_term, invariance_term, variance_term
 
 __all__ = [
+    "DINOLoss",
+    "IBOTPatchLoss",
     "NTXentLoss",
     "VICRegLoss",
     "covariance_term",
+    "dino_cross_entropy",
     "distributed_world",
     "gather_with_grad",
     "invariance_term",

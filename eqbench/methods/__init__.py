@@ -2,12 +2,14 @@
 
 Base joint-embedding methods (``simclr``, ``vicreg``) register their objective in
 :data:`OBJECTIVES` too; :mod:`eqbench.methods.tir` then registers ``tir+<base>`` for each.
+Self-distillation methods (``dino``, ``ibot``, :mod:`eqbench.methods.dino`) own an EMA teacher;
+:mod:`eqbench.methods.tir_distill` registers ``tir+dino`` and ``tir+ibot``.
 """
 
 from __future__ import annotations
 
-from eqbench.methods import simclr, tir, vicreg  # noqa: F401  (registers the methods)
-from eqbench.methods.augment import AugmentConfig, TwoViewAugment
+from eqbench.methods import dino, simclr, tir, tir_distill, vicreg  # noqa: F401  (registers)
+from eqbench.methods.augment import AugmentConfig, MultiCropAugment, TwoViewAugment
 from eqbench.methods.base import (
     METHODS,
     OBJECTIVES,
@@ -16,7 +18,9 @@ from eqbench.methods.base import (
     TrainBatch,
     build_method,
 )
+from eqbench.methods.dino import SelfDistillation
 from eqbench.methods.tir import TIR, TIRDecoder, TIRViews
+from eqbench.methods.tir_distill import TIRDistillation
 
 __all__ = [
     "METHODS",
@@ -24,8 +28,11 @@ __all__ = [
     "TIR",
     "AugmentConfig",
     "Method",
+    "MultiCropAugment",
     "Objective",
+    "SelfDistillation",
     "TIRDecoder",
+    "TIRDistillation",
     "TIRViews",
     "TrainBatch",
     "TwoViewAugment",

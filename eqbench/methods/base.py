@@ -39,10 +39,13 @@ class TrainBatch:
         images: ``(B, 3, S, S)`` uint8 images on the training device.
         generator: CPU generator every random augmentation parameter is drawn from; the engine
             seeds it from ``(seed, step, rank)``, so a step's views never depend on the past.
+        step: 0-based optimisation step, for methods with their own schedules (DINO's teacher
+            temperature warm-up).
     """
 
     images: Tensor
     generator: torch.Generator
+    step: int = 0
 
 
 class Objective(nn.Module, ABC):
@@ -81,16 +84,26 @@ class Method(nn.Module, ABC):
         options: resolved options (JSON-able), for logs and provenance.
         has_unused_parameters: ``True`` when some parameters get no gradient (DDP must then
             search for them).
+        has_teacher: ``True`` when the method owns an EMA teacher that the engine updates with
+            :meth:`update_teacher` after every optimiser step.
     """
 
     name: str
     encoder: Encoder
     options: dict[str, Any]
     has_unused_parameters: bool = False
+    has_teacher: bool = False
 
     @abstractmethod
     def training_step(self, batch: TrainBatch) -> dict[str, Tensor]:
         """Losses of one step; ``"loss"`` is the total to back-propagate."""
+
+    def update_teacher(self, momentum: float) -> None:
+        """Move the teacher towards the student, ``θ_t ← m·θ_t + (1 − m)·θ_s`` (no-op here).
+
+        The engine calls it after every ``optimizer.step()`` with the scheduled momentum
+        (:func:`eqbench.train.schedule.teacher_momentum`), on the unwrapped method under DDP.
+        """
 
     def forward(self, batch: TrainBatch) -> dict[str, Tensor]:
         """Same as :meth:`training_step` (so DistributedDataParallel can wrap the method)."""

@@ -2,7 +2,9 @@
 
 Wang et al., "Self-Supervised Learning Based on Transformed Image Reconstruction for
 Equivariance-Coherent Feature Representation", AAAI-26, arXiv 2503.18753 (no public code; this
-follows eqbench's ``method.md``).
+follows eqbench's ``method.md``). This module holds TIR's parts and ``tir+<objective>`` for the
+two-view objectives (VICReg, SimCLR); :mod:`eqbench.methods.tir_distill` puts the same parts on
+DINO and iBOT (``tir+dino``, ``tir+ibot``).
 
 Views: ``v1 = A1(I)``, ``u = A2(I)``, ``v2 = g_θ(u)`` with ``g`` an extra transformation (default
 rotation, θ uniform in [-45°, 45°]) applied to ``u`` only. Targets: the intermediate images
@@ -26,6 +28,7 @@ decoders are skipped: the matched control (same transformed second view, no reco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,6 +161,73 @@ class TIRDecoder(nn.Module):
         return self.convs(x.contiguous(memory_format=torch.channels_last))  # (B, 3, H, W)
 
 
+def resolve_split(opts: TIROptions, base: str, embed_dim: int, where: str) -> tuple[int, int]:
+    """``(d_patch, d_equi)``: the options, or the backbone width and half (VICReg) or a quarter.
+
+    Raises:
+        ConfigError: unless ``0 < d_equi < d_patch``.
+    """
+    d_patch = opts.d_patch or embed_dim
+    d_equi = opts.d_equi or (d_patch // 2 if base == "vicreg" else d_patch // 4)
+    if not 0 < d_equi < d_patch:
+        raise ConfigError(
+            f"{where}: need 0 < d_equi < d_patch, got d_equi={d_equi}, "
+            f"d_patch={d_patch}. Lower d_equi or raise d_patch."
+        )
+    return d_patch, d_equi
+
+
+def build_tir_transform(opts: TIROptions, img_size: int, where: str) -> Transformation:
+    """The extra transformation ``g``; it must be continuous (it has intermediate states)."""
+    transform = build_transform(opts.transform, img_size, **opts.transform_options)
+    if transform.discrete:
+        raise ConfigError(
+            f"{where}: transform '{opts.transform}' is discrete and has no intermediate "
+            "states. Use rotation, translation, se2, scale, colour or blur."
+        )
+    return transform
+
+
+def transform_and_targets(
+    transform: Transformation, u: Tensor, theta: Tensor, num_targets: int
+) -> tuple[Tensor, list[Tensor]]:
+    """``v2 = g_θ(u)`` and the targets ``[g_{kθ/(K+1)}(u) for k = 1..K]``."""
+    k_total = num_targets + 1
+    targets = [transform.apply(u, theta, k / k_total) for k in range(1, k_total)]
+    return transform.apply(u, theta), targets
+
+
+def reconstruction_losses(
+    decoders: nn.ModuleList,
+    e1: Tensor,
+    e2: Tensor,
+    grid: tuple[int, int],
+    targets: list[Tensor],
+    normalise: Callable[[Tensor], Tensor],
+) -> dict[str, Tensor]:
+    """``{"recon_k": MSE(û_k, u_k), "recon": (1/K) Σ_k recon_k}``.
+
+    Args:
+        decoders: the ``K`` :class:`TIRDecoder`.
+        e1: ``z_equi`` of the first view, ``(B, N, d_equi)``.
+        e2: ``z_equi`` of the second view, ``(B, N, d_equi)``.
+        grid: the token grid ``(h, w)``.
+        targets: the ``K`` target images ``(B, 3, S, S)`` in [0, 1].
+        normalise: maps a target into the space the decoders predict.
+    """
+    pair = torch.cat([e1, e2], dim=-1)  # (B, N, 2·d_equi)
+    size = (targets[0].shape[-2], targets[0].shape[-1])
+    out: dict[str, Tensor] = {}
+    terms = []
+    for k, (decoder, target) in enumerate(zip(decoders, targets, strict=True)):
+        prediction = decoder(pair, grid, size)  # (B, 3, S, S)
+        term = F.mse_loss(prediction.float(), normalise(target))
+        out[f"recon_{k + 1}"] = term
+        terms.append(term)
+    out["recon"] = torch.stack(terms).mean()
+    return out
+
+
 class TIR(Method):
     """TIR around a base objective (``tir+vicreg``, ``tir+simclr``).
 
@@ -178,25 +248,11 @@ class TIR(Method):
         )
         opts = from_dict(TIROptions, own, where)
         self.encoder = encoder
-        self.d_patch = opts.d_patch or encoder.embed_dim
-        default_equi = self.d_patch // 2 if base == "vicreg" else self.d_patch // 4
-        self.d_equi = opts.d_equi or default_equi
-        if not 0 < self.d_equi < self.d_patch:
-            raise ConfigError(
-                f"{where}: need 0 < d_equi < d_patch, got d_equi={self.d_equi}, "
-                f"d_patch={self.d_patch}. Lower d_equi or raise d_patch."
-            )
+        self.d_patch, self.d_equi = resolve_split(opts, base, encoder.embed_dim, where)
         self.num_targets = opts.num_targets
         self.recon_weight = opts.recon_weight
         self.target_norm = opts.target_norm
-        self.transform: Transformation = build_transform(
-            opts.transform, img_size, **opts.transform_options
-        )
-        if self.transform.discrete:
-            raise ConfigError(
-                f"{where}: transform '{opts.transform}' is discrete and has no intermediate "
-                "states. Use rotation, translation, se2, scale, colour or blur."
-            )
+        self.transform = build_tir_transform(opts, img_size, where)
         augment_config = build_augment_config(opts.augment, AUGMENT_DEFAULTS.get(base))
         self.augment = TwoViewAugment(augment_config, img_size)
         self.head = nn.Linear(encoder.embed_dim, self.d_patch)
@@ -227,9 +283,7 @@ class TIR(Method):
         """
         v1, u = self.augment(batch.images, batch.generator)  # (B, 3, S, S) each
         theta = self.transform.sample(u.shape[0], batch.generator).to(u.device)  # (B, P)
-        v2 = self.transform.apply(u, theta)
-        k_total = self.num_targets + 1
-        targets = [self.transform.apply(u, theta, k / k_total) for k in range(1, k_total)]
+        v2, targets = transform_and_targets(self.transform, u, theta, self.num_targets)
         return TIRViews(v1=v1, u=u, theta=theta, v2=v2, targets=targets)
 
     def split(self, patch: Tensor) -> tuple[Tensor, Tensor]:
@@ -251,17 +305,11 @@ class TIR(Method):
         if self.recon_weight == 0:
             return out
         e1, e2 = z_equi.chunk(2)  # (B, N, d_equi) each
-        pair = torch.cat([e1, e2], dim=-1)  # (B, N, 2·d_equi)
-        size = (views.u.shape[-2], views.u.shape[-1])
-        recon_terms = []
-        for k, (decoder, target) in enumerate(zip(self.decoders, views.targets, strict=True)):
-            prediction = decoder(pair, features.grid, size)  # (B, 3, S, S)
-            term = F.mse_loss(prediction.float(), self.normalise_target(target))
-            out[f"recon_{k + 1}"] = term
-            recon_terms.append(term)
-        recon = torch.stack(recon_terms).mean()
-        out["recon"] = recon
-        out["loss"] = ssl["loss"] + self.recon_weight * recon
+        recon = reconstruction_losses(
+            self.decoders, e1, e2, features.grid, views.targets, self.normalise_target
+        )
+        out.update(recon)
+        out["loss"] = ssl["loss"] + self.recon_weight * recon["recon"]
         return out
 
     def normalise_target(self, target: Tensor) -> Tensor:

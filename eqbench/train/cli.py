@@ -98,7 +98,7 @@ def pretrain_command(
     time_min: int,
     mem_gb: int | None,
 ) -> None:
-    """Pretrain a backbone with a self-supervised method (SimCLR, VICReg, TIR+...).
+    """Pretrain a backbone with a self-supervised method (SimCLR, VICReg, DINO, iBOT, TIR+...).
 
     Writes OUT/config.yaml, OUT/log.jsonl and OUT/checkpoint.pt (an eqbench checkpoint that
     `eqbench eval --checkpoint OUT/checkpoint.pt` reads). Launch with torchrun for several

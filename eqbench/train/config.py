@@ -58,6 +58,9 @@ class PretrainConfig:
         weight_decay_end: weight decay at the end (cosine schedule); ``None`` keeps it constant.
         betas: AdamW betas.
         grad_clip: maximum global gradient norm; ``None`` disables clipping.
+        teacher_momentum: EMA momentum of a method's teacher at the start (DINO, arXiv
+            2104.14294: 0.996); ignored by methods without a teacher.
+        teacher_momentum_end: teacher momentum at the end (cosine schedule; DINO: 1.0).
         seed: seeds initialisation, data order and every augmentation.
         checkpoint_every: steps between checkpoints (one is also written at the end).
         log_every: steps between ``log.jsonl`` records.
@@ -88,6 +91,8 @@ class PretrainConfig:
     weight_decay_end: float | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = None
+    teacher_momentum: float = 0.996
+    teacher_momentum_end: float = 1.0
     seed: int = 0
     checkpoint_every: int = 50
     log_every: int = 10
@@ -124,6 +129,8 @@ class PretrainConfig:
             raise ConfigError("pretrain config: weight decay must be >= 0.")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError("pretrain config: 'grad_clip' must be > 0 (or null to disable).")
+        if not (0 <= self.teacher_momentum <= 1 and 0 <= self.teacher_momentum_end <= 1):
+            raise ConfigError("pretrain config: teacher momenta must lie in [0, 1].")
         if self.num_workers < 0 or self.preload_max_mb < 0:
             raise ConfigError("pretrain config: num_workers and preload_max_mb must be >= 0.")
 

@@ -3,14 +3,17 @@
 Read top to bottom (as DINO's ``main_dino.py``): set up processes → build the method with a
 seeded initialisation → AdamW with parameter groups → restore a previous state when resuming →
 write ``config.yaml`` → for each step: set the scheduled learning rate and weight decay, seed the
-step's randomness, forward, stop on a non-finite loss, backward, clip, step, log, checkpoint.
+step's randomness, forward, stop on a non-finite loss, backward, clip, step, update the EMA
+teacher (methods that have one), log, checkpoint.
 
 Files in ``out_dir`` (written by rank 0 only):
 
 * ``config.yaml`` — the resolved config;
 * ``log.jsonl`` — one JSON object per line: ``{"event": "start", ...}``, then every
   ``log_every`` steps ``{"step", "loss", <loss parts>, "lr", "weight_decay", ["grad_norm"],
-  "images_per_s", "elapsed_s"}``, then ``{"event": "end", "step", "param_sha256_per_rank"}``;
+  ["teacher_momentum"], "images_per_s", "elapsed_s"}`` (the momentum for methods with an EMA
+  teacher, which the engine updates after every optimiser step), then
+  ``{"event": "end", "step", "param_sha256_per_rank"}``;
 * ``checkpoint.pt`` — the latest eqbench checkpoint with the training state
   (:mod:`eqbench.train.state`), replaced atomically every ``checkpoint_every`` steps and at
   the end.
@@ -46,7 +49,12 @@ from eqbench.methods import Method, TrainBatch, build_method
 from eqbench.train import distributed, state
 from eqbench.train.config import RESUMABLE_KEYS, PretrainConfig, dump_config
 from eqbench.train.data import TrainData, mix_seed
-from eqbench.train.schedule import learning_rate, parameter_groups, weight_decay
+from eqbench.train.schedule import (
+    learning_rate,
+    parameter_groups,
+    teacher_momentum,
+    weight_decay,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +210,7 @@ class _Run:
             group["weight_decay"] = 0.0 if group.get("no_decay") else wd
         torch.manual_seed(mix_seed(cfg.seed, step, ctx.rank, _GLOBAL_RNG))
         generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step, ctx.rank, _AUGMENT_RNG))
-        batch = TrainBatch(images.to(ctx.device, non_blocking=True), generator)
+        batch = TrainBatch(images.to(ctx.device, non_blocking=True), generator, step)
         with autocast(ctx.device, cfg.amp):
             losses = model(batch)
         self._check_finite(losses["loss"])
@@ -213,6 +221,8 @@ class _Run:
             norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
             grad_norm = float(norm)
         self.optimizer.step()
+        if self.method.has_teacher:  # the unwrapped method, also under DDP
+            self.method.update_teacher(teacher_momentum(cfg, step))
         return {k: v.detach().float() for k, v in losses.items()}, grad_norm
 
     def _check_finite(self, loss: Tensor) -> None:
@@ -321,6 +331,8 @@ class _Run:
                     record["weight_decay"] = weight_decay(cfg, self.step - 1)
                     if cfg.grad_clip is not None:
                         record["grad_norm"] = grad_norm
+                    if self.method.has_teacher:
+                        record["teacher_momentum"] = teacher_momentum(cfg, self.step - 1)
                     record["images_per_s"] = since_log * cfg.batch_size / max(now - tick, 1e-9)
                     record["elapsed_s"] = now - start_time
                     self._log(record)

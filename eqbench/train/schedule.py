@@ -1,10 +1,10 @@
-"""Learning-rate and weight-decay schedules, and the AdamW parameter groups.
+"""Learning-rate, weight-decay and teacher-momentum schedules, and the AdamW parameter groups.
 
 As in DINO (Caron et al., ICCV 2021, arXiv 2104.14294, ``utils.cosine_scheduler`` and
 ``get_params_groups``): a linear warm-up of the learning rate followed by a cosine decay to
-``min_lr``, a cosine schedule of the weight decay over the whole run, and no weight decay on
-biases and normalisation parameters. Both schedules are pure functions of the step, so resuming
-needs only the step.
+``min_lr``, a cosine schedule of the weight decay over the whole run, a cosine schedule of the
+EMA teacher's momentum (0.996 → 1), and no weight decay on biases and normalisation parameters.
+Every schedule is a pure function of the step, so resuming needs only the step.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ def weight_decay(cfg: PretrainConfig, step: int) -> float:
     if cfg.weight_decay_end is None:
         return cfg.weight_decay
     return cosine(cfg.weight_decay, cfg.weight_decay_end, step / max(1, cfg.steps - 1))
+
+
+def teacher_momentum(cfg: PretrainConfig, step: int) -> float:
+    """EMA momentum of the teacher after 0-based ``step``: cosine from ``teacher_momentum`` to
+    ``teacher_momentum_end`` over the run (DINO's ``momentum_schedule``; **eqbench default**:
+    progress ``step / (steps − 1)``, as the weight decay, so the last step uses the end value)."""
+    progress = step / max(1, cfg.steps - 1)
+    return cosine(cfg.teacher_momentum, cfg.teacher_momentum_end, progress)
 
 
 def parameter_groups(model: nn.Module) -> list[dict[str, object]]:

@@ -1,0 +1,161 @@
+"""``tir+dino`` and ``tir+ibot``: TIR (Wang et al., AAAI-26, arXiv 2503.18753) on self-distillation.
+
+As :mod:`eqbench.methods.tir`, with DINO or iBOT (:mod:`eqbench.methods.dino`) as the base:
+
+* views: the two global crops are ``v1 = A1(I)`` and ``u = A2(I)``, and ``v2 = g_θ(u)`` replaces
+  ``u``; the teacher sees ``v1`` and ``v2``, the student ``v1``, ``v2`` (masked for iBOT) and the
+  local crops. Draws, in order: the global crops, the local crops, θ, then iBOT's masks;
+* features: backbone patch tokens → TIR's linear head (student and EMA teacher alike) → ``z_inv``
+  and ``z_equi``; the mean-pooled ``z_inv`` feeds DINO's head and CLS loss, the per-token
+  ``z_inv`` iBOT's patch head and loss;
+* reconstruction: ``z_equi`` of the student's ``v1`` and ``v2`` (the masked crops for iBOT, so no
+  extra backbone pass) feeds ``K`` decoders predicting ``g_{kθ/(K+1)}(u)``;
+* ``L = L_DINO/iBOT + λ·L_recon``.
+
+**eqbench defaults**: ``d_patch`` the backbone width, ``d_equi = d_patch/4``; the transformation
+rotation in [-45°, 45°] unless set (the paper's default for iBOT is SE(2): ``transform: se2``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from eqbench.backbones import Encoder, Features
+from eqbench.config import from_dict, to_dict
+from eqbench.methods.base import METHODS, Method, MethodFactory, TrainBatch
+from eqbench.methods.dino import Crops, SelfDistillation, parse_distillation_options
+from eqbench.methods.tir import (
+    TIRDecoder,
+    TIROptions,
+    build_tir_transform,
+    reconstruction_losses,
+    resolve_split,
+    transform_and_targets,
+)
+
+
+@dataclass
+class TIRCrops(Crops):
+    """:class:`~eqbench.methods.dino.Crops` with ``globals = [v1, v2]`` and TIR's images.
+
+    Attributes:
+        u: ``A2(I)`` ``(B, 3, S, S)``.
+        theta: ``(B, P)`` parameters of ``g``.
+        targets: ``[g_{kθ/(K+1)}(u) for k = 1..K]``.
+    """
+
+    u: Tensor
+    theta: Tensor
+    targets: list[Tensor]
+
+
+class TIRDistillation(SelfDistillation):
+    """TIR around DINO (``ibot=False``) or iBOT.
+
+    Args:
+        base: ``dino`` or ``ibot``.
+        encoder: the backbone.
+        img_size: side of the global crops.
+        options: :class:`~eqbench.methods.tir.TIROptions` fields mixed with the base's options.
+    """
+
+    def __init__(self, base: str, encoder: Encoder, img_size: int, options: dict[str, Any]):
+        name = f"tir+{base}"
+        where = f"method '{name}' options"
+        dino, local, ibot, (tir_part,) = parse_distillation_options(
+            name, options, base == "ibot", extra=(TIROptions,)
+        )
+        tir = from_dict(TIROptions, tir_part, where)
+        d_patch, d_equi = resolve_split(tir, base, encoder.embed_dim, where)
+        super().__init__(
+            name,
+            encoder,
+            img_size,
+            dino,
+            local,
+            ibot,
+            token_head=nn.Linear(encoder.embed_dim, d_patch),
+            head_in_dim=d_patch - d_equi,
+        )
+        self.d_patch, self.d_equi = d_patch, d_equi
+        self.num_targets = tir.num_targets
+        self.recon_weight = tir.recon_weight
+        self.target_norm = tir.target_norm
+        self.transform = build_tir_transform(tir, img_size, where)
+        self.decoders = nn.ModuleList(
+            TIRDecoder(2 * d_equi, encoder.patch_size, tir.decoder_channels)
+            for _ in range(tir.num_targets)
+        )
+        self.has_unused_parameters = self.recon_weight == 0
+        tir_options = {k: v for k, v in to_dict(tir).items() if k != "augment"}
+        self.options = {
+            **self.options,
+            **tir_options,
+            "d_patch": d_patch,
+            "d_equi": d_equi,
+            "transform_options": self.transform.config(),
+        }
+
+    @property
+    def d_inv(self) -> int:
+        """Width of the invariant part, ``d_patch − d_equi``."""
+        return self.d_patch - self.d_equi
+
+    def split(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(M, N, d_patch)`` → ``z_inv`` ``(M, N, d_inv)``, ``z_equi`` ``(M, N, d_equi)``."""
+        z_inv, z_equi = z.split([self.d_inv, self.d_equi], dim=-1)
+        return z_inv, z_equi
+
+    def head_inputs(
+        self, modules: Mapping[str, nn.Module], features: Features
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Mean-pooled ``z_inv``, per-token ``z_inv`` and ``z_equi`` of the patch tokens."""
+        z_inv, z_equi = self.split(modules["token_head"](features.patch))  # (M, N, ·)
+        return z_inv.mean(dim=1), z_inv, z_equi
+
+    def crops(self, batch: TrainBatch) -> TIRCrops:
+        """``v1``, ``u`` and the local crops, then θ; ``globals = [v1, g_θ(u)]``."""
+        v1, u = self.augment(batch.images, batch.generator)  # (B, 3, S, S) each
+        local = self.augment.local_crops(batch.images, batch.generator)
+        theta = self.transform.sample(u.shape[0], batch.generator).to(u.device)  # (B, P)
+        v2, targets = transform_and_targets(self.transform, u, theta, self.num_targets)
+        return TIRCrops(globals=[v1, v2], locals=local, u=u, theta=theta, targets=targets)
+
+    def normalise_target(self, target: Tensor) -> Tensor:
+        """A target image ``(B, 3, S, S)`` in [0, 1] in the space the decoders predict."""
+        return self.encoder.normalize(target) if self.target_norm == "encoder" else target
+
+    def training_step(self, batch: TrainBatch) -> dict[str, Tensor]:
+        """``L_DINO/iBOT(z_inv) + λ·L_recon(z_equi(v1), z_equi(v2))``, with the parts."""
+        crops = self.crops(batch)
+        out, student = self.distill(crops, batch)
+        out["ssl"] = out["loss"]
+        if self.recon_weight == 0:
+            return out
+        assert student.equi is not None
+        e1, e2 = student.equi.chunk(2)  # (B, N, d_equi) each
+        recon = reconstruction_losses(
+            self.decoders, e1, e2, student.grid, crops.targets, self.normalise_target
+        )
+        out.update(recon)
+        out["loss"] = out["ssl"] + self.recon_weight * recon["recon"]
+        return out
+
+
+def tir_distillation_factory(base: str) -> MethodFactory:
+    """The :data:`~eqbench.methods.base.METHODS` factory of ``tir+dino`` / ``tir+ibot``."""
+
+    def factory(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
+        return TIRDistillation(base, encoder, img_size, options)
+
+    factory.__name__ = f"tir_{base}"
+    factory.__doc__ = f"TIR (arXiv 2503.18753) on top of '{base}'."
+    return factory
+
+
+for _base in ("dino", "ibot"):
+    METHODS.register(f"tir+{_base}")(tir_distillation_factory(_base))
