@@ -285,3 +285,35 @@ def test_tir_on_distillation(base: str) -> None:
     assert control.has_unused_parameters
     out = control.training_step(TrainBatch(images(), torch.Generator().manual_seed(3)))
     assert "recon" not in out and out["loss"].item() == out["ssl"].item()
+
+
+def test_teacher_backbone_is_saved_for_evaluation(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from eqbench.checkpoints import load_model, load_state_file
+    from eqbench.config import from_dict
+    from eqbench.train import TEACHER_CHECKPOINT_NAME, PretrainConfig, pretrain
+
+    cfg = from_dict(
+        PretrainConfig,
+        {
+            "method": "dino",
+            "backbone": "micro_vit",
+            "img_size": 32,
+            "n_images": 16,
+            "batch_size": 8,
+            "steps": 2,
+            "warmup_steps": 1,
+            "device": "cpu",
+            "tensorboard": False,
+            "method_options": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+        },
+        "test",
+    )
+    student = pretrain(cfg, tmp_path / "run")
+    teacher = tmp_path / "run" / TEACHER_CHECKPOINT_NAME
+    model = load_model(str(teacher), img_size=32)
+    assert model.model_id.endswith("-teacher")
+    s = load_state_file(student)[0]["backbone"]
+    t = load_state_file(teacher)[0]["backbone"]
+    assert s.keys() == t.keys()
+    # the EMA teacher lags the student: same architecture, different weights after training
+    assert any(not torch.equal(s[k], t[k]) for k in s)

@@ -16,6 +16,7 @@ _EXPORTS = {
     "configs_dir": "eqbench.train.config",
     "load_pretrain_config": "eqbench.train.config",
     "CHECKPOINT_NAME": "eqbench.train.engine",
+    "TEACHER_CHECKPOINT_NAME": "eqbench.train.engine",
     "CONFIG_NAME": "eqbench.train.engine",
     "LOG_NAME": "eqbench.train.engine",
     "pretrain": "eqbench.train.engine",

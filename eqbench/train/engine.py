@@ -41,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from eqbench.atomic import write_text
 from eqbench.backbones import create_encoder
-from eqbench.checkpoints import sha256_state_dict
+from eqbench.checkpoints import save_checkpoint, sha256_state_dict
 from eqbench.data import load_dataset
 from eqbench.device import autocast
 from eqbench.errors import ConfigError, EqbenchError
@@ -59,6 +59,8 @@ from eqbench.train.schedule import (
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: The EMA teacher's backbone of self-distillation methods, as a plain eqbench checkpoint.
+TEACHER_CHECKPOINT_NAME = "teacher.pt"
 LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.yaml"
 #: Purposes mixed into per-step seeds.
@@ -198,6 +200,15 @@ class _Run:
                 config=self.cfg.to_dict(),
                 name=self.cfg.run_name,
             )
+            teacher = _teacher_encoder(self.method)
+            if teacher is not None:  # DINO and iBOT evaluate the EMA teacher
+                save_checkpoint(
+                    self.out / TEACHER_CHECKPOINT_NAME,
+                    teacher,
+                    method=self.method.name,
+                    config=self.cfg.to_dict(),
+                    name=f"{self.cfg.run_name}-teacher",
+                )
         self.last_saved = self.step
 
     # ------------------------------------------------------------------------------ a step
@@ -340,6 +351,14 @@ class _Run:
                     tick, since_log = now, 0
                 if self.step % cfg.checkpoint_every == 0 or self.step == last:
                     self._save()
+
+
+def _teacher_encoder(method: Method) -> Any:
+    """The EMA teacher's encoder of a method that has one, else ``None``."""
+    teacher = getattr(method, "teacher", None)
+    if method.has_teacher and isinstance(teacher, nn.ModuleDict) and "encoder" in teacher:
+        return teacher["encoder"]
+    return None
 
 
 def _tensorboard_writer(out: Path) -> Any:
