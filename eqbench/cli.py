@@ -260,6 +260,24 @@ def demo_command(
     print_leaderboard(results)
 
 
+# ------------------------------------------------------------------------------------------ tables
+@main.command("tables")
+@click.option("--paper", required=True, help="wang2026 or gtsa.")
+@click.option("--table", "number", required=True, help="Table number (e.g. 1).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["md", "latex", "csv"]), default="md", show_default=True
+)
+@click.option(
+    "--results-dir", default="results", show_default=True, type=click.Path(path_type=Path)
+)
+def tables_command(paper: str, number: str, fmt: str, results_dir: Path) -> None:
+    """A seed paper's table in its own layout: the published rows, then the rows eqbench
+    reproduced (from --results-dir), with the eqbench task behind each column."""
+    from eqbench.tables.papers import render
+
+    click.echo(render(paper, number, results_dir, fmt), nl=False)
+
+
 # ------------------------------------------------------------------------------------ submit / zoo
 FORMAT_CHOICES = [
     "auto",

@@ -1,0 +1,1 @@
+"""The seed papers' published tables beside eqbench's reproduced values (``eqbench tables``)."""

@@ -1,0 +1,74 @@
+"""``eqbench tables``: published rows as printed, reproduced rows from results/."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_results import record
+
+from eqbench.cli import main
+from eqbench.errors import ConfigError
+from eqbench.results.records import write_result
+from eqbench.tables.papers import DATA, TABLES, published, render, reproduced, table_spec
+
+
+def rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+@pytest.mark.parametrize("key", sorted(TABLES))
+def test_published_rows_are_the_csv(key: tuple[str, str], tmp_path: Path) -> None:
+    spec = table_spec(*key)
+    _, pub = published(spec)
+    body = [ln for ln in (DATA / spec.file).read_text().splitlines() if not ln.startswith("#")]
+    assert len(pub) == len(body) - 1 > 0
+    assert set(spec.columns) <= set(pub[0])  # every mapped column exists in the paper's table
+    out = rows(render(*key, tmp_path / "none", "csv"))
+    assert out[0][2:] == list(spec.columns)
+    assert [r[0] for r in out[1:]] == ["published"] * len(pub)
+
+
+def test_reproduced_rows_and_the_mean(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    values = {"rotation": 0.5, "colour": 0.25, "blur": 0.75, "translation": 0.1}
+    for task, v in values.items():
+        write_result(record("tir", f"synthetic/{task}", v), results)
+    write_result(record("half", "synthetic/rotation", 0.9), results)
+    write_result(record("other", "classification/knn", 0.9, metric="top1_k20"), results)
+    spec = table_spec("wang2026", "1")
+    got = {r["model"]: r for r in reproduced(spec, results)}
+    assert set(got) == {"tir", "half"}  # "other" has none of the table's tasks
+    assert got["tir"]["mean"] == pytest.approx(sum(values.values()) / 4)
+    out = rows(render("wang2026", "1", results, "csv"))
+    half = next(r for r in out if r[1] == "half")
+    assert half[0] == "eqbench" and half[2] == "0.900" and half[3:] == ["—"] * 4
+    md = render("wang2026", "1", results, "md")
+    assert "| eqbench | tir | 0.500 | 0.250 | 0.750 | 0.100 | 0.400 |" in md
+    assert "- rotation: synthetic/rotation" in md
+    latex = render("wang2026", "1", results, "latex")
+    assert latex.count(r"\\") == len(out) and r"\begin{tabular}" in latex
+
+
+def test_columns_without_a_task_are_marked(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    write_result(record("m", "synthetic/rotation", 0.3), results)
+    out = rows(render("wang2026", "1", results, "csv"))
+    assert out[-1][1] == "m"
+    t5 = render("wang2026", "5", results, "md")
+    assert "aircraft: n/a (no eqbench task)" in t5
+    assert "imagenet: classification/linear on imagefolder ×100" in t5
+
+
+def test_unknown_paper_and_table() -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'wang2026'"):
+        table_spec("wang2025", "1")
+    with pytest.raises(ConfigError, match="no table 2"):
+        table_spec("wang2026", "2")
+    result = CliRunner().invoke(main, ["tables", "--paper", "gtsa", "--table", "9"])
+    assert result.exit_code == 2 and "no table 9" in result.output
+    ok = CliRunner().invoke(main, ["tables", "--paper", "wang2026", "--table", "1"])
+    assert ok.exit_code == 0 and "Ours(VICReg, all, SE(2))" in ok.output
