@@ -58,7 +58,12 @@ def test_shapes_masks_match_pixels_and_instances() -> None:
             union[inst.mask] = inst.category
             x, y, w, h = inst.box
             ys, xs = np.nonzero(inst.mask)
-            assert (x, y, w, h) == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+            assert (x, y, w, h) == (
+                xs.min(),
+                ys.min(),
+                xs.max() - xs.min() + 1,
+                ys.max() - ys.min() + 1,
+            )
             # every shape pixel carries the shape's colour
             shape = next(s for s in ds.scenes[i].shapes if s.category == inst.category)
             assert shape.category == inst.category
@@ -115,7 +120,9 @@ def test_coco_polygons_rle_crowds(tmp_path: Path) -> None:
         ("ade20k", lambda p: (p / "x").mkdir() or p / "x", "images/"),
     ],
 )
-def test_bad_layouts_name_the_remedy(tmp_path: Path, name: str, setup: object, message: str) -> None:
+def test_bad_layouts_name_the_remedy(
+    tmp_path: Path, name: str, setup: object, message: str
+) -> None:
     root = setup(tmp_path)  # type: ignore[operator]
     with pytest.raises(DatasetError, match=message) as info:
         load_dataset(f"{name}:{root}", "train")
@@ -126,7 +133,7 @@ def test_coco_corrupt_json(tmp_path: Path) -> None:
     make_coco(tmp_path)
     path = tmp_path / "annotations" / "instances_val2017.json"
     path.write_text(path.read_text()[:100])
-    with pytest.raises(DatasetError, match="not valid JSON.*export it again"):
+    with pytest.raises(DatasetError, match=r"not valid JSON.*export it again"):
         load_dataset(f"coco:{tmp_path}", "test")
     path.write_text(json.dumps({"images": []}))
     with pytest.raises(DatasetError, match="not a COCO instances"):

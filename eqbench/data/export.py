@@ -72,7 +72,8 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
 
 def _write_coco_split(ds: ShapeScenes, root: Path, folder: str, cfg: ExportConfig) -> None:
     (root / folder).mkdir(parents=True)
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for i in range(len(ds)):
         image, _ = ds.render(i, cfg.size)
         name = f"{i + 1:012d}.jpg"

@@ -94,7 +94,7 @@ class HeadTraining:
 
     iterations: int = 500
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 1e-2
     weight_decay: float = 1e-4
     optimizer: str = "adamw"
 

@@ -44,7 +44,7 @@ class SegmentationLinearConfig:
     n_test: int | None = 100
     iterations: int = 500
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 1e-2
     weight_decay: float = 1e-4
     optimizer: str = "adamw"
     probe_seeds: int = 1
