@@ -195,6 +195,35 @@ def print_leaderboard(results_dir: Path) -> None:
     console.print(table)
 
 
+# -------------------------------------------------------------------------------------------- data
+@main.group("data")
+def data_group() -> None:
+    """Generated datasets: write them to disk in standard layouts."""
+
+
+@data_group.command("export")
+@click.argument("dataset", type=click.Choice(["shapes"]))
+@click.option(
+    "--format", "fmt", type=click.Choice(["coco", "ade20k"]), default="coco", show_default=True
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to create.")
+@click.option("--n-train", default=1000, show_default=True, type=int, help="Train scenes.")
+@click.option("--n-val", default=200, show_default=True, type=int, help="Validation scenes.")
+@click.option("--size", default=128, show_default=True, type=int, help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Scene seed.")
+def data_export_command(
+    dataset: str, fmt: str, out: Path, n_train: int, n_val: int, size: int, seed: int
+) -> None:
+    """Write the built-in DATASET (shapes) in the COCO or ADE20K layout, to read back with
+    --dataset coco:ROOT or ade20k:ROOT (or with mmdetection / mmsegmentation)."""
+    from eqbench.data.export import ExportConfig, export_shapes
+
+    cfg = ExportConfig(out=out, format=fmt, n_train=n_train, n_val=n_val, size=size, seed=seed)
+    root = export_shapes(cfg)
+    console.print(f"Wrote {dataset} ({n_train} train / {n_val} val, {size}px) as {fmt}: {root}")
+    console.print(f"Evaluate on it with --dataset {fmt}:{root}")
+
+
 # -------------------------------------------------------------------------------------------- demo
 @main.command("demo")
 @click.option(

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shlex
@@ -194,3 +195,103 @@ def make_malicious_pickle(path: Path, sentinel: Path) -> Path:
     with path.open("wb") as f:
         pickle.dump(payload, f, protocol=2)
     return path
+
+
+def _label_png(values: np.ndarray, path: Path, palette: bool = False) -> None:
+    img = Image.fromarray(values.astype(np.uint8), mode="L")
+    if palette:
+        img = img.convert("P")
+        img.putpalette([v for i in range(256) for v in ((37 * i) % 256, (91 * i) % 256, i)])
+    img.save(path)
+
+
+def make_ade20k(root: Path, n_train: int = 3, n_val: int = 2, seed: int = 0) -> Path:
+    """Write ``root/ADEChallengeData2016`` with JPEG images and ``L``-mode label PNGs holding
+    0 (other) and classes 1, 7 and 150 in quadrants. Returns ``root / ADEChallengeData2016``."""
+    rng = np.random.default_rng(seed)
+    base = root / "ADEChallengeData2016"
+    for split, n, prefix in (("training", n_train, "ADE_train"), ("validation", n_val, "ADE_val")):
+        (base / "images" / split).mkdir(parents=True)
+        (base / "annotations" / split).mkdir(parents=True)
+        for i in range(n):
+            h, w = 40, 56
+            label = np.zeros((h, w), dtype=np.uint8)
+            label[: h // 2, : w // 2] = 1
+            label[h // 2 :, w // 2 :] = 7
+            label[: h // 2, w // 2 :] = 150
+            pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+            stem = f"{prefix}_{i + 1:08d}"
+            Image.fromarray(pixels).save(base / "images" / split / f"{stem}.jpg")
+            _label_png(label, base / "annotations" / split / f"{stem}.png")
+    return base
+
+
+def make_voc(root: Path, n_train: int = 3, n_val: int = 2, seed: int = 0) -> Path:
+    """Write ``root/VOC2012`` with palette label PNGs (0 background, 15 person, 255 boundary)
+    and the Segmentation split files. Returns ``root / VOC2012``."""
+    rng = np.random.default_rng(seed)
+    base = root / "VOC2012"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / d).mkdir(parents=True)
+    for split, n in (("train", n_train), ("val", n_val)):
+        ids = [f"2007_{split}_{i:04d}" for i in range(n)]
+        for image_id in ids:
+            h, w = 48, 36
+            label = np.zeros((h, w), dtype=np.uint8)
+            label[10:30, 8:28] = 15
+            label[10, 8:28] = 255
+            pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(base / "JPEGImages" / f"{image_id}.jpg")
+            _label_png(label, base / "SegmentationClass" / f"{image_id}.png", palette=True)
+        (base / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return base
+
+
+def make_coco(root: Path, n_train: int = 3, n_val: int = 2, seed: int = 0) -> Path:
+    """Write a COCO layout: ``annotations/instances_{train,val}2017.json`` and JPEGs, with
+    one polygon object (category id 3), one compressed-RLE object (category id 7) and one crowd
+    (uncompressed RLE) per image. Returns ``root``."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(seed)
+    (root / "annotations").mkdir(parents=True)
+    categories = [{"id": 7, "name": "dog"}, {"id": 3, "name": "car"}]
+    for split, n in (("train2017", n_train), ("val2017", n_val)):
+        (root / split).mkdir()
+        images, anns = [], []
+        for i in range(n):
+            h, w = 30, 40
+            name = f"{i + 1:012d}.jpg"
+            pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / split / name)
+            images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
+            square = [2.0, 2.0, 12.0, 2.0, 12.0, 12.0, 2.0, 12.0]
+            anns.append(
+                {"id": len(anns) + 1, "image_id": i + 1, "category_id": 3, "iscrowd": 0,
+                 "segmentation": [square], "area": 100.0, "bbox": [2.0, 2.0, 10.0, 10.0]}
+            )  # fmt: skip
+            m = np.zeros((h, w), dtype=np.uint8)
+            m[15:25, 20:35] = 1
+            rle = mask_utils.encode(np.asfortranarray(m))
+            rle["counts"] = rle["counts"].decode("ascii")
+            anns.append(
+                {"id": len(anns) + 1, "image_id": i + 1, "category_id": 7, "iscrowd": 0,
+                 "segmentation": rle, "area": 150.0, "bbox": [20.0, 15.0, 15.0, 10.0]}
+            )  # fmt: skip
+            crowd = np.zeros((h, w), dtype=np.uint8)
+            crowd[0:5, 30:40] = 1
+            counts, last, run = [], 0, 0
+            for v in crowd.flatten(order="F"):
+                if v != last:
+                    counts.append(run)
+                    last, run = v, 0
+                run += 1
+            counts.append(run)
+            anns.append(
+                {"id": len(anns) + 1, "image_id": i + 1, "category_id": 7, "iscrowd": 1,
+                 "segmentation": {"size": [h, w], "counts": [int(c) for c in counts]},
+                 "area": 50.0, "bbox": [30.0, 0.0, 10.0, 5.0]}
+            )  # fmt: skip
+        doc = {"images": images, "annotations": anns, "categories": categories}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+    return root

@@ -6,8 +6,9 @@ for ``eqbench ls datasets``.
 
 from __future__ import annotations
 
-from eqbench.data import cifar, digits, imagefolder, photos
+from eqbench.data import ade20k, cifar, coco, digits, imagefolder, photos, shapes, voc
 from eqbench.data.base import DATASETS, DatasetSpec, ImageDataset, load_dataset, resize_square
+from eqbench.data.dense import IGNORE_INDEX, SegmentationDataset
 
 #: One line per dataset: what it is and the layout ``PATH`` must have.
 DESCRIPTIONS: dict[str, str] = {
@@ -15,13 +16,19 @@ DESCRIPTIONS: dict[str, str] = {
     **digits.DESCRIPTIONS,
     **imagefolder.DESCRIPTIONS,
     **cifar.DESCRIPTIONS,
+    **shapes.DESCRIPTIONS,
+    **ade20k.DESCRIPTIONS,
+    **voc.DESCRIPTIONS,
+    **coco.DESCRIPTIONS,
 }
 
 __all__ = [
     "DATASETS",
     "DESCRIPTIONS",
+    "IGNORE_INDEX",
     "DatasetSpec",
     "ImageDataset",
+    "SegmentationDataset",
     "load_dataset",
     "resize_square",
 ]

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from eqbench.atomic import write_with
-from eqbench.backbones.base import Encoder
+from eqbench.backbones.base import Encoder, Features
 from eqbench.data.base import ImageDataset
 from eqbench.device import autocast
 
@@ -132,6 +132,51 @@ class FeatureStore:
         self._memory[key] = feats
         return feats
 
+    def patch_maps(
+        self,
+        dataset: ImageDataset,
+        what: dict[str, Any],
+        make_batch: BatchFn,
+        n: int | None = None,
+        label: str = "",
+    ) -> Tensor:
+        """Patch-token maps ``(N, D, h, w)`` (float32, CPU) of ``n`` images (default: all).
+
+        For the dense protocols. Cached in memory only (patch tokens are large): a task group
+        that asks for the same images twice encodes them once per run.
+        """
+        n = len(dataset) if n is None else n
+        key = "patches:" + self.key(dataset, {**what, "n": n})
+        if key in self._memory:
+            self.cache_hits += 1
+            return self._memory[key]["patch"]
+        parts: list[Tensor] = []
+        start = time.perf_counter()
+        with (
+            torch.inference_mode(),
+            Progress(
+                TextColumn("[bold]encode[/] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                disable=not self.show_progress,
+                transient=True,
+            ) as progress,
+        ):
+            bar = progress.add_task(label or dataset.name, total=n)
+            for lo in range(0, n, self.batch_size):
+                idx = list(range(lo, min(lo + self.batch_size, n)))
+                images = make_batch(idx).to(self.device, non_blocking=True)
+                with autocast(self.device):
+                    out = self.encoder(images)
+                parts.append(_patch_map(out).float().cpu())
+                progress.advance(bar, len(idx))
+        self.images_encoded += n
+        log.info("encoded %d patch maps (%s) in %.1fs", n, label, time.perf_counter() - start)
+        maps = torch.cat(parts)
+        self._memory[key] = {"patch": maps}
+        return maps
+
     @torch.inference_mode()
     def _encode(self, dataset: ImageDataset, make_batch: BatchFn, label: str) -> dict[str, Tensor]:
         n = len(dataset)
@@ -158,6 +203,12 @@ class FeatureStore:
         self.images_encoded += n
         log.info("encoded %d images (%s) in %.1fs", n, label, time.perf_counter() - start)
         return {"cls": torch.cat(cls_parts), "avgpool": torch.cat(avg_parts)}
+
+
+def _patch_map(out: Features) -> Tensor:
+    """Patch tokens ``(B, N, D)`` as a feature map ``(B, D, h, w)``."""
+    h, w = out.grid
+    return out.patch.transpose(1, 2).reshape(out.patch.shape[0], -1, h, w)
 
 
 def select_feature(feats: dict[str, Tensor], kind: str) -> Tensor:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from eqbench.protocols import classification, invariance, transform_prediction  # noqa: F401
+from eqbench.protocols import (  # noqa: F401
+    classification,
+    homography,
+    invariance,
+    segmentation,
+    transform_prediction,
+)
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 
 __all__ = ["PROTOCOLS", "EvalContext", "MetricValues", "Protocol"]

@@ -17,7 +17,9 @@ from eqbench.results.records import load_results
 
 #: Protocols whose primary metric is an R² of the synthetic probes (for the summary column).
 R2_METRICS = ("r2_mlp", "r2_linear")
-PERCENT_METRICS_PREFIX = ("top1", "top5", "acc")
+PERCENT_METRICS_PREFIX = ("top1", "top5", "acc", "miou", "macc", "aacc")
+#: Appended to the column of a task whose primary metric is lower-is-better.
+LOWER_IS_BETTER_MARK = " ↓"
 
 
 def _column(row: dict[str, Any], default_datasets: dict[str, str]) -> str:
@@ -28,6 +30,8 @@ def _column(row: dict[str, Any], default_datasets: dict[str, str]) -> str:
         label += f" [{row['dataset']}]"
     if row["overrides"]:
         label += " {" + ",".join(f"{k}={v}" for k, v in sorted(row["overrides"].items())) + "}"
+    if not row["higher_is_better"]:
+        label += LOWER_IS_BETTER_MARK
     return label
 
 
@@ -76,6 +80,7 @@ def leaderboard(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str
             n_seeds=("seed", "nunique"),
             metric=("metric", "first"),
             overrides=("overrides", "first"),
+            higher_is_better=("higher_is_better", "first"),
         )
         .reset_index()
     )
