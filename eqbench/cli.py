@@ -163,17 +163,51 @@ def eval_command(
     "--results-dir", default="results", show_default=True, type=click.Path(path_type=Path)
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "md", "csv"]), default="table", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "md", "csv", "html"]),
+    default="table",
+    show_default=True,
 )
-def leaderboard_command(results_dir: Path, fmt: str) -> None:
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Write leaderboard.md/.csv/.html into --results-dir (the committed leaderboards).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 if the leaderboard files in --results-dir differ from the result JSONs.",
+)
+def leaderboard_command(results_dir: Path, fmt: str, write: bool, check: bool) -> None:
     """Aggregate result JSONs into a leaderboard (never mixing task versions)."""
     from eqbench.results import leaderboard as lb
+    from eqbench.results import publish
 
+    if write:
+        for path in publish.write_all(results_dir):
+            console.print(f"Wrote {path}")
+        return
+    if check:
+        bad = publish.stale(results_dir)
+        if bad:
+            err_console.print(
+                f"[bold red]Stale leaderboards in {results_dir}:[/] {', '.join(bad)}. Run "
+                f"`eqbench leaderboard --results-dir {results_dir} --write` and commit them."
+            )
+            sys.exit(1)
+        console.print(f"Leaderboards in {results_dir} are up to date.")
+        return
     if fmt == "md":
         click.echo(lb.to_markdown(results_dir), nl=False)
         return
     if fmt == "csv":
         click.echo(lb.to_csv(results_dir), nl=False)
+        return
+    if fmt == "html":
+        from eqbench.results.html import to_html
+
+        click.echo(to_html(results_dir), nl=False)
         return
     print_leaderboard(results_dir)
 
