@@ -13,6 +13,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from eqbench.errors import EqbenchError
+from eqbench.zoo import FORMAT_NAMES
 
 console = Console()
 err_console = Console(stderr=True)
@@ -342,18 +343,7 @@ def tables_command(paper: str, number: str, fmt: str, results_dir: Path) -> None
 
 
 # ------------------------------------------------------------------------------------ submit / zoo
-FORMAT_CHOICES = [
-    "auto",
-    "eqbench",
-    "timm",
-    "dino",
-    "dinov2",
-    "ibot",
-    "mae",
-    "gtsa",
-    "solo-learn",
-    "lightly",
-]
+FORMAT_CHOICES = ["auto", *FORMAT_NAMES]
 
 
 @main.command("submit")

@@ -35,18 +35,7 @@ from torch import Tensor
 
 from eqbench.errors import CheckpointError
 from eqbench.registry import Registry
-
-FORMAT_NAMES = (
-    "eqbench",
-    "timm",
-    "dino",
-    "dinov2",
-    "ibot",
-    "mae",
-    "gtsa",
-    "solo-learn",
-    "lightly",
-)
+from eqbench.zoo import FORMAT_NAMES
 
 
 @dataclass
