@@ -149,9 +149,11 @@ def test_eval_dense_tasks_cli_to_leaderboard(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     files = sorted(results.rglob("*.json"))
-    assert len(files) == 2
+    assert len(files) == 3
     records = {r["task"]: r for r in (json.loads(f.read_text()) for f in files)}
     seg, hom = records["segmentation/linear"], records["dense/homography"]
+    det = records["detection/maskrcnn"]
+    assert det["primary_metric"] == "box_ap" and 0 <= det["metrics"]["box_ap"]["mean"] <= 1
     assert seg["primary_metric"] == "miou" and seg["higher_is_better"] is True
     assert 0 <= seg["metrics"]["miou"]["mean"] <= 1 and seg["dataset"] == "shapes"
     assert hom["primary_metric"] == "mce" and hom["higher_is_better"] is False
