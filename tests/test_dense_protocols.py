@@ -162,7 +162,7 @@ def test_eval_dense_tasks_cli_to_leaderboard(tmp_path: Path) -> None:
         main, ["leaderboard", "--results-dir", str(results), "--format", "md"]
     )
     assert board.exit_code == 0
-    assert "n_train=16} ↓ | segmentation/linear {" in board.output  # homography: lower is better
+    assert "n_train=16} ↓ | detection/maskrcnn {" in board.output  # homography: lower is better
     miou = 100 * seg["metrics"]["miou"]["mean"]
     assert f"{miou:.1f}" in board.output
 
