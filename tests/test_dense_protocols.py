@@ -146,6 +146,7 @@ def test_eval_dense_tasks_cli_to_leaderboard(tmp_path: Path) -> None:
     args = ["eval", "--task", "dense", "--checkpoint", "baseline:random:micro_vit", "-q"]
     args += ["--results-dir", str(results), "--no-cache", "--set", "image_size=32"]
     args += ["--set", "n_train=16", "--set", "n_test=8", "--set", "iterations=5"]
+    args += ["--set", "fpn_channels=16"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     files = sorted(results.rglob("*.json"))
