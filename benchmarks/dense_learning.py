@@ -63,7 +63,8 @@ def main() -> None:
             m, wall = run("segmentation_linear", cfg, context(spec, "shapes", args.size))
             print(
                 f"segmentation/linear  {spec:28s} mIoU {100 * m['miou']:.1f}  "
-                f"majority {100 * m['miou_majority']:.1f}  ({wall:.0f}s)"
+                f"majority {100 * m['miou_majority']:.1f}  ({wall:.0f}s)",
+                flush=True,
             )
     if not args.skip_homography:
         for spec in (random_spec, "baseline:pixels"):
@@ -73,7 +74,8 @@ def main() -> None:
             m, wall = run("homography", hcfg, context(spec, "photos", args.size))
             print(
                 f"dense/homography     {spec:28s} MCE {m['mce']:.2f}px  train {m['mce_train']:.2f}"
-                f"  val {m['mce_val']:.2f}  identity {m['mce_identity']:.2f}  ({wall:.0f}s)"
+                f"  val {m['mce_val']:.2f}  identity {m['mce_identity']:.2f}  ({wall:.0f}s)",
+                flush=True,
             )
     for frozen in (True, False):
         dcfg = MaskRcnnConfig(
@@ -94,7 +96,8 @@ def main() -> None:
         print(
             f"detection/maskrcnn   {kind:28s} box AP {100 * m['box_ap']:.1f} "
             f"(AP50 {100 * m['box_ap50']:.1f})  mask AP {100 * m['mask_ap']:.1f} "
-            f"(AP50 {100 * m['mask_ap50']:.1f})  train {m['train_s']:.0f}s, total {wall:.0f}s"
+            f"(AP50 {100 * m['mask_ap50']:.1f})  train {m['train_s']:.0f}s, total {wall:.0f}s",
+            flush=True,
         )
 
 
