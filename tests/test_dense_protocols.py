@@ -146,12 +146,15 @@ def test_eval_dense_tasks_cli_to_leaderboard(tmp_path: Path) -> None:
     args = ["eval", "--task", "dense", "--checkpoint", "baseline:random:micro_vit", "-q"]
     args += ["--results-dir", str(results), "--no-cache", "--set", "image_size=32"]
     args += ["--set", "n_train=16", "--set", "n_test=8", "--set", "iterations=5"]
+    args += ["--set", "fpn_channels=16"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     files = sorted(results.rglob("*.json"))
-    assert len(files) == 2
+    assert len(files) == 3
     records = {r["task"]: r for r in (json.loads(f.read_text()) for f in files)}
     seg, hom = records["segmentation/linear"], records["dense/homography"]
+    det = records["detection/maskrcnn"]
+    assert det["primary_metric"] == "box_ap" and 0 <= det["metrics"]["box_ap"]["mean"] <= 1
     assert seg["primary_metric"] == "miou" and seg["higher_is_better"] is True
     assert 0 <= seg["metrics"]["miou"]["mean"] <= 1 and seg["dataset"] == "shapes"
     assert hom["primary_metric"] == "mce" and hom["higher_is_better"] is False
@@ -160,6 +163,28 @@ def test_eval_dense_tasks_cli_to_leaderboard(tmp_path: Path) -> None:
         main, ["leaderboard", "--results-dir", str(results), "--format", "md"]
     )
     assert board.exit_code == 0
-    assert "n_train=16} ↓ | segmentation/linear {" in board.output  # homography: lower is better
+    assert "n_train=16} ↓ | detection/maskrcnn {" in board.output  # homography: lower is better
     miou = 100 * seg["metrics"]["miou"]["mean"]
     assert f"{miou:.1f}" in board.output
+
+
+@pytest.mark.parametrize(
+    ("spec", "margin"), [("baseline:random:micro_vit", 0.03), ("baseline:pixels", 0.08)]
+)
+def test_linear_probe_on_shapes_beats_majority(spec: str, margin: float) -> None:
+    """Shapes are bright solid fills on dim photo textures, so even a random ViT's or raw pixels'
+    patch tokens separate them from the background (version 1 of the scenes did not)."""
+    from eqbench.checkpoints import load_model
+    from eqbench.data.base import DatasetSpec
+    from eqbench.features.store import FeatureStore
+    from eqbench.protocols import PROTOCOLS, EvalContext
+    from eqbench.protocols.segmentation import SegmentationLinearConfig
+
+    model = load_model(spec, img_size=64)
+    store = FeatureStore(
+        model.encoder, model.sha256, torch.device("cpu"), None, show_progress=False
+    )
+    ctx = EvalContext(model, store, DatasetSpec.parse("shapes"), seed=0)
+    cfg = SegmentationLinearConfig(image_size=64, n_train=32, n_test=8, iterations=60)
+    out = PROTOCOLS.get("segmentation_linear")().run(cfg, ctx)
+    assert out["miou"][0] > out["miou_majority"][0] + margin, out

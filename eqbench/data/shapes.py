@@ -4,7 +4,15 @@ Each scene is a square crop of a built-in photograph (:mod:`eqbench.data.photos`
 uses the train photos, the test split the test photos, so the splits share no background) with 1
 to :data:`MAX_SHAPES` filled shapes painted over it, later shapes occluding earlier ones. Classes
 are :data:`CLASSES` (0 = background). Each shape has a random class, centre, radius, rotation and
-a saturated random colour, so the class must be read from the outline, not the colour.
+a random colour, so the class must be read from the outline, not the colour.
+
+Foreground and background differ by a low-level cue that any encoder keeps, raw pixels and random
+networks included: the photo is dimmed to :data:`BACKGROUND_GAIN` of its brightness (a dark
+texture), while shapes are solid, bright and saturated fills (HSV value in :data:`SHAPE_VALUE`).
+Without it (version 1: full-brightness photos, colours of any brightness) shape and background
+were not separable from RGB, and the frozen linear segmentation probe of a random ViT or of raw
+pixels did no better than predicting the background everywhere. Telling the *classes* apart
+still needs the outline.
 
 Scene ``i`` of a split is drawn from a numpy ``Generator`` seeded with ``(seed, split, i,
 GENERATOR_VERSION)``: it depends on those only, not on ``n`` or the rendering size. Shapes are
@@ -31,12 +39,17 @@ from eqbench.data.photos import PHOTO_NAMES, TEST_PHOTOS, available_photos, load
 from eqbench.errors import DatasetError
 
 #: Bumped whenever scene sampling or rendering changes (expires cached features).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Class names; the index is the mask value.
 CLASSES: tuple[str, ...] = ("background", "circle", "square", "triangle", "star", "cross")
 MAX_SHAPES = 3
 #: Shape radius as a fraction of the image side.
-RADIUS = (0.12, 0.28)
+RADIUS = (0.16, 0.34)
+#: Factor applied to the background photo's pixel values (a dim texture behind bright shapes).
+BACKGROUND_GAIN = 0.4
+#: HSV saturation and value ranges of the shape fills.
+SHAPE_SATURATION = (0.5, 0.9)
+SHAPE_VALUE = (0.85, 1.0)
 #: Background crop side as a fraction of the photo's shorter side.
 CROP_SCALE = (0.3, 0.8)
 DEFAULT_N = {"train": 1000, "test": 200}
@@ -158,7 +171,8 @@ class ShapeScenes(SegmentationDataset):
         shapes = []
         for _ in range(int(rng.integers(1, MAX_SHAPES + 1))):
             radius = float(rng.uniform(*RADIUS))
-            hue, sat, val = rng.uniform(0, 1), rng.uniform(0.6, 1.0), rng.uniform(0.5, 1.0)
+            hue = rng.uniform(0, 1)
+            sat, val = rng.uniform(*SHAPE_SATURATION), rng.uniform(*SHAPE_VALUE)
             rgb = colorsys.hsv_to_rgb(hue, sat, val)
             shapes.append(
                 Shape(
@@ -183,7 +197,7 @@ class ShapeScenes(SegmentationDataset):
         ids = np.zeros((size, size), dtype=np.int64)
         for k, shape in enumerate(scene.shapes, start=1):
             ids[_inside(shape.polygon(), size)] = k
-        pixels = image.permute(1, 2, 0).numpy().copy()
+        pixels = (image.permute(1, 2, 0).float() * BACKGROUND_GAIN).round().to(torch.uint8).numpy()
         for k, shape in enumerate(scene.shapes, start=1):
             pixels[ids == k] = shape.colour
         return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), ids

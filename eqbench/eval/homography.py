@@ -14,6 +14,7 @@ is ``P = 128``, ``ρ = 32`` in 320 × 240 images; eqbench scales it to ``P = ima
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -111,8 +112,8 @@ def mean_corner_error(pred: Tensor, target: Tensor) -> float:
 
 class HomographyHead(nn.Module):
     """Three 3×3 conv layers (BatchNorm, ReLU) on the concatenated patch-token maps of A and B,
-    then a linear layer to the 8 corner shifts (in units of ``ρ``). The first two convolutions
-    have stride 2 while the map is at least 8 cells wide.
+    then a linear layer to the 8 corner shifts (in units of ``ρ``), initialised to zero. The first
+    two convolutions have stride 2 while the map is at least 8 cells wide.
 
     Args:
         in_dim: channels of the concatenated maps (``2 D``).
@@ -136,6 +137,10 @@ class HomographyHead(nn.Module):
             h, w = (h + stride - 1) // stride, (w + stride - 1) // stride
         self.convs = nn.Sequential(*layers)
         self.fc = nn.Linear(hidden * h * w, 8)
+        # start at the identity homography (no shift), the prediction early stopping falls
+        # back to when nothing generalises
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
 
     def forward(self, feats: Tensor) -> Tensor:
         """``(B, 2D, h, w)`` → corner shifts ``(B, 4, 2)``."""
@@ -144,13 +149,25 @@ class HomographyHead(nn.Module):
 
 @dataclass(frozen=True)
 class HomographyTraining:
-    """Head optimisation: AdamW with cosine decay, MSE on ``δ / ρ``."""
+    """Head optimisation: AdamW with cosine decay, MSE on ``δ / ρ``, early stopping.
+
+    Attributes:
+        iterations: maximal optimiser steps.
+        batch_size: pairs per step.
+        lr / weight_decay: AdamW.
+        hidden: conv width of the head.
+        eval_every: steps between validation passes.
+        patience: validation passes without improvement before stopping; the head returned is
+            the one with the lowest validation error.
+    """
 
     iterations: int = 1000
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
     hidden: int = 128
+    eval_every: int = 50
+    patience: int = 5
 
 
 def train_homography_head(
@@ -160,13 +177,21 @@ def train_homography_head(
     cfg: HomographyTraining,
     seed: int,
     device: torch.device,
+    val: tuple[Tensor, Tensor] | None = None,
 ) -> HomographyHead:
-    """Fit a :class:`HomographyHead` on ``feats (N, 2D, h, w)`` to ``delta (N, 4, 2)`` pixels."""
+    """Fit a :class:`HomographyHead` on ``feats (N, 2D, h, w)`` to ``delta (N, 4, 2)`` pixels.
+
+    With ``val = (feats, delta)`` (pairs from other source images than the training pairs), the
+    validation corner error is measured every ``cfg.eval_every`` steps; training stops after
+    ``cfg.patience`` passes without improvement and the best head is returned, so a head that
+    only memorises its training pairs never beats predicting the validation mean.
+    """
     torch.manual_seed(seed)
     head = HomographyHead(feats.shape[1], (feats.shape[2], feats.shape[3]), cfg.hidden).to(device)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     target = (delta / rho).float()
+    best_err, best_state, stale = math.inf, copy.deepcopy(head.state_dict()), 0
     head.train()
     for step in range(cfg.iterations):
         for group in opt.param_groups:
@@ -176,8 +201,21 @@ def train_homography_head(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % 200 == 0 or step == cfg.iterations - 1:
+        last = step == cfg.iterations - 1
+        if val is not None and ((step + 1) % cfg.eval_every == 0 or last):
+            err = mean_corner_error(predict_delta(head.eval(), val[0], rho, device), val[1])
+            head.train()
+            log.debug("homography head step %d loss %.4f val mce %.3f", step, loss.item(), err)
+            if err < best_err:
+                best_err, best_state, stale = err, copy.deepcopy(head.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        elif step % 200 == 0 or last:
             log.debug("homography head step %d loss %.4f", step, loss.item())
+    if val is not None:
+        head.load_state_dict(best_state)
     return head.eval()
 
 

@@ -17,7 +17,7 @@ from eqbench.results.records import load_results
 
 #: Protocols whose primary metric is an R² of the synthetic probes (for the summary column).
 R2_METRICS = ("r2_mlp", "r2_linear")
-PERCENT_METRICS_PREFIX = ("top1", "top5", "acc", "miou", "macc", "aacc")
+PERCENT_METRICS_PREFIX = ("top1", "top5", "acc", "miou", "macc", "aacc", "box_ap", "mask_ap")
 #: Appended to the column of a task whose primary metric is lower-is-better.
 LOWER_IS_BETTER_MARK = " ↓"
 
