@@ -13,6 +13,8 @@ from eqbench.methods import (  # noqa: F401  (registers)
     dino,
     equimod,
     essl,
+    mae,
+    sie,
     simclr,
     tir,
     tir_distill,
