@@ -104,6 +104,11 @@ def test_shipped_configs_load_and_name_their_method() -> None:
         "ibot_vits16_imagenet",
         "tir_ibot_vits16_imagenet",
         "tir_ibot_vitl16_imagenet",
+        "essl_photos_cpu",
+        "augself_photos_cpu",
+        "equimod_photos_cpu",
+        "sie_photos_cpu",
+        "mae_photos_cpu",
     }
     assert expected <= names
     encoder = create_encoder("micro_vit", img_size=32)
@@ -114,6 +119,11 @@ def test_shipped_configs_load_and_name_their_method() -> None:
         small: dict[str, Any] = {
             "vicreg": {"expander_dims": [8, 8]},
             "simclr": {"projector_dims": [8]},
+            "essl": {"projector_dims": [8], "predictor_dims": [8]},
+            "augself": {"projector_dims": [8], "predictor_dims": [8]},
+            "equimod": {"projector_dims": [8], "equi_projector_dims": [8]},
+            "sie": {"expander_dims": [8, 8], "hypernet_dims": [8]},
+            "mae": {"decoder_dim": 8, "decoder_depth": 1, "decoder_heads": 2},
         }.get(base, {"out_dim": 8, "hidden_dim": 8, "bottleneck_dim": 8, "local_size": 16})
         if cfg.method.startswith("tir"):
             small |= {"d_patch": 64, "d_equi": 16}

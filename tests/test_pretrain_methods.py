@@ -18,6 +18,15 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "simclr": {"projector_dims": [32, 16]},
     "dino": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
     "ibot": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+    "essl": {"projector_dims": [32, 16], "predictor_dims": [16]},
+    "augself": {
+        "projector_dims": [32, 16],
+        "predictor_dims": [16],
+        "predict": ["crop", "colour", "blur", "flip"],
+    },
+    "equimod": {"projector_dims": [32, 16], "equi_projector_dims": [32, 16]},
+    "sie": {"expander_dims": [32, 32], "hypernet_dims": [8]},
+    "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
 }
 IMG = 32
 
@@ -51,6 +60,7 @@ def build(name: str, **options: Any) -> Any:
 def test_registry_has_base_and_tir_methods() -> None:
     expected = {"simclr", "vicreg", "dino", "ibot"}
     assert expected | {f"tir+{name}" for name in expected} <= set(METHODS.names())
+    assert {"essl", "augself", "equimod", "sie", "mae"} <= set(METHODS.names())
 
 
 @pytest.mark.parametrize("name", METHODS.names())

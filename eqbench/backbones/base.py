@@ -108,6 +108,26 @@ class Encoder(nn.Module):
             "backbone such as vit_small_patch16 or micro_vit."
         )
 
+    def forward_visible(self, images: Tensor, keep: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Encode only the kept patch tokens (MAE, arXiv 2111.06377, section 3).
+
+        Args:
+            images: ``(B, 3, H, W)`` in [0, 1].
+            keep: ``(B, n_keep)`` long indices of the patch tokens to keep (row-major grid).
+
+        Returns:
+            ``(tokens, grid)``: ``(B, prefix + n_keep, D)`` after the final norm, prefix (CLS,
+            register) tokens first, then the kept tokens in the order of ``keep``; and the full
+            patch grid ``(h, w)``.
+
+        Raises:
+            ConfigError: the backbone has no patch tokens to drop (only ViTs have).
+        """
+        raise ConfigError(
+            f"Backbone '{self.arch}' cannot drop patch tokens (MAE needs a ViT). Use a ViT "
+            "backbone such as vit_tiny_patch16 or micro_vit."
+        )
+
     def describe(self) -> dict[str, Any]:
         """Backbone name and kwargs that rebuild this encoder (stored in checkpoints)."""
         return {"name": self.arch, "kwargs": {}}

@@ -208,6 +208,32 @@ class TimmEncoder(Encoder):
         out = model.norm(model.blocks(model.norm_pre(model.patch_drop(model._pos_embed(tokens)))))
         return self._features(out, x.shape[-2], x.shape[-1])
 
+    def forward_visible(self, images: Tensor, keep: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Encode the kept patch tokens only (MAE): timm's ``forward_features`` steps with the
+        dropped tokens removed after the position embedding, as MAE's ``random_masking``.
+
+        Args:
+            images: ``(B, 3, H, W)`` in [0, 1].
+            keep: ``(B, n_keep)`` long indices of the kept patch tokens.
+
+        Returns:
+            ``(B, prefix + n_keep, D)`` tokens after the final norm, and the grid ``(h, w)``.
+        """
+        model = self.model
+        if not self.is_token_model or not all(
+            hasattr(model, name) for name in ("_pos_embed", "norm_pre", "blocks", "norm")
+        ):
+            return super().forward_visible(images, keep)
+        x = self.normalize(images)
+        tokens: Tensor = model._pos_embed(model.patch_embed(x))  # (B, prefix + N, D)
+        prefix = self.num_prefix_tokens
+        patch = tokens[:, prefix:]
+        grid = self._token_grid(x.shape[-2], x.shape[-1], patch.shape[1])
+        index = keep.to(patch.device).unsqueeze(-1).expand(-1, -1, patch.shape[-1])
+        visible = torch.gather(patch, 1, index)  # (B, n_keep, D)
+        out = torch.cat([tokens[:, :prefix], visible], dim=1)
+        return model.norm(model.blocks(model.norm_pre(out))), grid
+
     def describe(self) -> dict[str, Any]:
         """``{"name", "kwargs", "timm_name"}``; ``create_encoder(name, **kwargs)`` rebuilds it."""
         kwargs: dict[str, Any] = {"img_size": self.img_size, **self._kwargs, **self._norm_override}

@@ -8,7 +8,18 @@ Self-distillation methods (``dino``, ``ibot``, :mod:`eqbench.methods.dino`) own 
 
 from __future__ import annotations
 
-from eqbench.methods import dino, simclr, tir, tir_distill, vicreg  # noqa: F401  (registers)
+from eqbench.methods import (  # noqa: F401  (registers)
+    augself,
+    dino,
+    equimod,
+    essl,
+    mae,
+    sie,
+    simclr,
+    tir,
+    tir_distill,
+    vicreg,
+)
 from eqbench.methods.augment import AugmentConfig, MultiCropAugment, TwoViewAugment
 from eqbench.methods.base import (
     METHODS,

@@ -19,10 +19,16 @@ torchvision, all **eqbench defaults**:
 * colour jitter applies brightness → contrast → saturation → hue in that fixed order (eqbench's
   ``colour`` transformation; torchvision shuffles the order per image);
 * blur σ is given at 224 px and scaled by ``image_size / 224`` (kernel ``2·ceil(3σ_max) + 1``).
+
+Methods that learn from the augmentations themselves (AugSelf, EquiMod, ...) need each view's
+parameters: :meth:`TwoViewAugment.with_params` and :meth:`TwoViewAugment.crop_with_params` return
+them as :class:`ViewParams`, from the same draws that made the views (the views are bit-identical
+to those of :meth:`TwoViewAugment.__call__` and the generator ends in the same state).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -148,6 +154,72 @@ def build_augment_config(
     return from_dict(AugmentConfig, {**(defaults or {}), **overrides}, "augment options")
 
 
+#: Columns of :meth:`ViewParams.as_tensor`, in order.
+VIEW_PARAM_COLUMNS: tuple[str, ...] = (
+    "crop_x0",
+    "crop_y0",
+    "crop_w",
+    "crop_h",
+    "flip",
+    "brightness",
+    "contrast",
+    "saturation",
+    "hue",
+    "grayscale",
+    "blur_sigma",
+    "solarize",
+    "rotation",
+)
+
+
+@dataclass
+class ViewParams:
+    """The augmentation parameters of one batch of views, one row per image (CPU tensors).
+
+    Attributes:
+        crop: ``(B, 4)`` float32 crop box ``(x0, y0, w, h)``: top-left corner and size as
+            fractions of the input image's side (the box is always inside the image).
+        flip: ``(B,)`` bool, horizontal flip applied after the crop.
+        jitter: ``(B, 4)`` float32 colour-jitter offsets *applied* (brightness, contrast,
+            saturation factors ``1 + offset``; hue shift in turns); zeros where jitter was off,
+            which is the identity.
+        grayscale: ``(B,)`` bool.
+        blur_sigma: ``(B,)`` float32 blur σ in pixels at 224 px (the units of
+            ``AugmentConfig.blur_sigma``); 0 where blur was off.
+        solarize: ``(B,)`` bool.
+        rotation: ``(B,)`` float32 rotation in degrees (counter-clockwise) applied after
+            everything above; the shared augmentations never rotate (zeros), methods that rotate
+            a view set it with :meth:`rotated`.
+    """
+
+    crop: Tensor
+    flip: Tensor
+    jitter: Tensor
+    grayscale: Tensor
+    blur_sigma: Tensor
+    solarize: Tensor
+    rotation: Tensor
+
+    def as_tensor(self) -> Tensor:
+        """``(B, 13)`` float32 with the columns of :data:`VIEW_PARAM_COLUMNS`."""
+        return torch.cat(
+            [
+                self.crop.float(),
+                self.flip.float().unsqueeze(1),
+                self.jitter.float(),
+                self.grayscale.float().unsqueeze(1),
+                self.blur_sigma.float().unsqueeze(1),
+                self.solarize.float().unsqueeze(1),
+                self.rotation.float().unsqueeze(1),
+            ],
+            dim=1,
+        )
+
+    def rotated(self, degrees: Tensor) -> ViewParams:
+        """A copy with ``rotation`` set to ``degrees`` ``(B,)``."""
+        return dataclasses.replace(self, rotation=degrees.detach().float().cpu().reshape(-1))
+
+
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> Tensor:
     return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
 
@@ -181,17 +253,20 @@ class TwoViewAugment:
         """The resolved options, JSON-able."""
         return to_dict(self.config)
 
-    def crop_theta(
+    def crop_boxes(
         self,
         n: int,
         generator: torch.Generator,
         crop_scale: tuple[float, float] | None = None,
-    ) -> Tensor:
-        """``affine_grid`` matrices ``(n, 2, 3)`` for random resized crops with random flips.
+    ) -> tuple[Tensor, Tensor]:
+        """Random resized crop boxes and flips.
 
-        Output coordinate ``x`` (in [-1, 1]) samples the input at ``±w·x + (2·c_x − 1)`` where
-        ``w`` is the crop width as a fraction of the image and ``c_x`` its centre in [0, 1].
-        ``crop_scale`` overrides the config's area range (local crops).
+        Draws, in order: the area fractions, the log aspect ratios, the centres' x, the centres'
+        y, the flips (``n`` each). ``crop_scale`` overrides the config's area range (local crops).
+
+        Returns:
+            ``(box, flip)``: ``box`` ``(n, 4)`` float64 ``(centre_x, centre_y, width, height)``
+            as fractions of the image side; ``flip`` ``(n,)`` bool.
         """
         c = self.config
         area = _uniform(n, *(crop_scale or c.crop_scale), generator)
@@ -204,15 +279,41 @@ class TwoViewAugment:
             1 - height
         )
         flip = torch.rand(n, generator=generator, dtype=torch.float64) < c.flip_p
-        theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+        return torch.stack([centre_x, centre_y, width, height], dim=1), flip
+
+    @staticmethod
+    def boxes_to_theta(box: Tensor, flip: Tensor) -> Tensor:
+        """``affine_grid`` matrices ``(n, 2, 3)`` for :meth:`crop_boxes`' output.
+
+        Output coordinate ``x`` (in [-1, 1]) samples the input at ``±w·x + (2·c_x − 1)`` where
+        ``w`` is the crop width as a fraction of the image and ``c_x`` its centre in [0, 1].
+        """
+        centre_x, centre_y, width, height = box.unbind(dim=1)
+        theta = torch.zeros(box.shape[0], 2, 3, dtype=box.dtype)
         theta[:, 0, 0] = torch.where(flip, -width, width)
         theta[:, 0, 2] = 2 * centre_x - 1
         theta[:, 1, 1] = height
         theta[:, 1, 2] = 2 * centre_y - 1
         return theta
 
+    def crop_theta(
+        self,
+        n: int,
+        generator: torch.Generator,
+        crop_scale: tuple[float, float] | None = None,
+    ) -> Tensor:
+        """``affine_grid`` matrices ``(n, 2, 3)`` for random resized crops with random flips
+        (:meth:`crop_boxes` then :meth:`boxes_to_theta`)."""
+        return self.boxes_to_theta(*self.crop_boxes(n, generator, crop_scale))
+
     def view(self, images: Tensor, index: int, generator: torch.Generator) -> Tensor:
-        """One augmented view.
+        """One augmented view (:meth:`view_with_params` without the parameters)."""
+        return self.view_with_params(images, index, generator)[0]
+
+    def view_with_params(
+        self, images: Tensor, index: int, generator: torch.Generator
+    ) -> tuple[Tensor, ViewParams]:
+        """One augmented view and its parameters.
 
         Args:
             images: ``(B, 3, H, W)`` float images in [0, 1].
@@ -220,10 +321,11 @@ class TwoViewAugment:
             generator: source of every random parameter.
 
         Returns:
-            ``(B, 3, S, S)`` float images in [0, 1], ``S = image_size``.
+            ``(B, 3, S, S)`` float images in [0, 1], ``S = image_size``, and their
+            :class:`ViewParams`.
         """
         c = self.config
-        return self.crop(
+        return self.crop_with_params(
             images,
             generator,
             size=self.image_size,
@@ -244,17 +346,46 @@ class TwoViewAugment:
         blur_p: float,
         solarize_p: float,
     ) -> Tensor:
+        """A random resized crop of side ``size``, then flip, jitter, grayscale, blur, solarise
+        (:meth:`crop_with_params` without the parameters).
+
+        Returns:
+            ``(B, 3, size, size)`` float images in [0, 1].
+        """
+        return self.crop_with_params(
+            images,
+            generator,
+            size=size,
+            crop_scale=crop_scale,
+            blur=blur,
+            blur_p=blur_p,
+            solarize_p=solarize_p,
+        )[0]
+
+    def crop_with_params(
+        self,
+        images: Tensor,
+        generator: torch.Generator,
+        *,
+        size: int,
+        crop_scale: tuple[float, float],
+        blur: Transformation,
+        blur_p: float,
+        solarize_p: float,
+    ) -> tuple[Tensor, ViewParams]:
         """A random resized crop of side ``size``, then flip, jitter, grayscale, blur, solarise.
 
         Draws, in order: the crop and flip, the jitter parameters, four probability draws
         (jitter, grayscale, blur, solarise), the blur σ.
 
         Returns:
-            ``(B, 3, size, size)`` float images in [0, 1].
+            ``(B, 3, size, size)`` float images in [0, 1], and the :class:`ViewParams` that
+            made them (``blur`` is assumed built for ``size`` with σ scaled by ``size / 224``).
         """
         c = self.config
         n, device = images.shape[0], images.device
-        theta = self.crop_theta(n, generator, crop_scale).to(device=device, dtype=images.dtype)
+        box, flip = self.crop_boxes(n, generator, crop_scale)
+        theta = self.boxes_to_theta(box, flip).to(device=device, dtype=images.dtype)
         grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
         out = F.grid_sample(
             images, grid, mode="bilinear", padding_mode="border", align_corners=False
@@ -262,20 +393,44 @@ class TwoViewAugment:
         jitter_params = self.jitter.sample(n, generator)
         masks = torch.rand(4, n, generator=generator)  # jitter, grayscale, blur, solarise
         blur_params = blur.sample(n, generator)
-        jitter_on = (masks[0] < c.jitter_p).to(device).view(-1, 1, 1, 1)
+        jitter_mask = masks[0] < c.jitter_p
+        jitter_on = jitter_mask.to(device).view(-1, 1, 1, 1)
         out = torch.where(jitter_on, self.jitter.apply(out, jitter_params.to(device)), out)
-        gray_on = (masks[1] < c.grayscale_p).to(device).view(-1, 1, 1, 1)
+        gray_mask = masks[1] < c.grayscale_p
+        gray_on = gray_mask.to(device).view(-1, 1, 1, 1)
         out = torch.where(gray_on, grayscale(out).expand_as(out), out)
         blur_on = masks[2] < blur_p
-        out = blur.apply(out, (blur_params * blur_on.unsqueeze(1)).to(device))  # σ 0: identity
-        solarise_on = (masks[3] < solarize_p).to(device).view(-1, 1, 1, 1)
+        sigma = blur_params * blur_on.unsqueeze(1)  # (B, 1) pixels at `size`; σ 0: identity
+        out = blur.apply(out, sigma.to(device))
+        solarise_mask = masks[3] < solarize_p
+        solarise_on = solarise_mask.to(device).view(-1, 1, 1, 1)
         out = torch.where(solarise_on & (out >= 0.5), 1.0 - out, out)
-        return out
+        centre, extent = box[:, :2], box[:, 2:]
+        params = ViewParams(
+            crop=torch.cat([centre - extent / 2, extent], dim=1).float(),
+            flip=flip,
+            jitter=jitter_params.float() * jitter_mask.unsqueeze(1),
+            grayscale=gray_mask,
+            blur_sigma=(sigma[:, 0] * (REFERENCE_SIZE / size)).float(),
+            solarize=solarise_mask,
+            rotation=torch.zeros(n),
+        )
+        return out, params
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Two views ``(B, 3, S, S)`` of uint8 (or [0, 1] float) ``images`` ``(B, 3, H, W)``."""
         x = to_unit_float(images)
         return self.view(x, 0, generator), self.view(x, 1, generator)
+
+    def with_params(
+        self, images: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, ViewParams, ViewParams]:
+        """``(v1, v2, params1, params2)``: the views of :meth:`__call__` (same draws, same
+        order) and their :class:`ViewParams`."""
+        x = to_unit_float(images)
+        v1, p1 = self.view_with_params(x, 0, generator)
+        v2, p2 = self.view_with_params(x, 1, generator)
+        return v1, v2, p1, p2
 
 
 def to_unit_float(images: Tensor) -> Tensor:
