@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one BLAS/OpenMP thread per test worker: busy-waiting BLAS threads of several workers on
+    # few cores slow each other down by orders of magnitude (set before numpy/torch load)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 
 @pytest.fixture(autouse=True)
