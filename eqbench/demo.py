@@ -116,7 +116,7 @@ def pretrain_model(cfg: DemoConfig, model: str) -> Path:
     resume = (folder / "checkpoint.pt").is_file()
     if resume:
         log.info("resuming (or reusing) %s in %s", model, folder)
-    return pretrain(pcfg, folder, resume=resume)
+    return pretrain(pcfg, folder, resume=resume, progress=cfg.show_progress)
 
 
 def eval_overrides(cfg: DemoConfig) -> dict[str, Any]:

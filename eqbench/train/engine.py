@@ -68,7 +68,12 @@ _GLOBAL_RNG, _AUGMENT_RNG = 1, 2
 
 
 def pretrain(
-    cfg: PretrainConfig, out_dir: str | Path, resume: bool = False, *, stop_at: int | None = None
+    cfg: PretrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    *,
+    stop_at: int | None = None,
+    progress: bool = True,
 ) -> Path:
     """Pretrain ``cfg.method`` on ``cfg.dataset`` and return the checkpoint path.
 
@@ -83,6 +88,7 @@ def pretrain(
             :data:`~eqbench.train.config.RESUMABLE_KEYS`.
         stop_at: stop (with a checkpoint) after this many steps, as if interrupted; resuming
             later continues to ``cfg.steps``.
+        progress: show the progress bar (on the main process).
 
     Returns:
         ``out_dir/checkpoint.pt``.
@@ -96,7 +102,9 @@ def pretrain(
     _check_config(cfg, stop_at)
     ctx = distributed.setup(cfg.device)
     try:
-        return _Run(cfg, out, ctx).execute(resume, stop_at or cfg.steps)
+        run = _Run(cfg, out, ctx)
+        run.show_progress = progress
+        return run.execute(resume, stop_at or cfg.steps)
     finally:
         distributed.teardown(ctx)
 
@@ -143,6 +151,7 @@ class _Run:
         self.position = 0
         self.last_saved: int | None = None
         self.tensorboard: Any = None
+        self.show_progress = True
 
     # ------------------------------------------------------------------------------ set-up
     def _restore(self, resume: bool) -> None:
@@ -323,7 +332,7 @@ class _Run:
             MofNCompleteColumn(),
             TimeRemainingColumn(),
             console=Console(stderr=True),
-            disable=not self.ctx.is_main,
+            disable=not (self.ctx.is_main and self.show_progress),
         )
         start_time = tick = time.perf_counter()
         since_log = 0
