@@ -6,6 +6,7 @@ from eqbench.protocols import (  # noqa: F401
     classification,
     homography,
     invariance,
+    openmmlab,
     segmentation,
     transform_prediction,
 )
