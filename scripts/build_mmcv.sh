@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the OpenMMLab stack (mmcv 2.1.0 with CPU ops, mmengine, mmsegmentation, mmdet) into a
 # Python environment that already has torch. No mmcv 2.1.0 wheel exists for torch 2.14, so mmcv is
-# built from its source release once (about 20 minutes on 2 cores) and the wheel is cached under
+# built from its source release once (about 20 minutes on 2 idle cores; 44 minutes measured with
+# the cores shared with other jobs) and the wheel is cached under
 #   ${EQBENCH_WHEEL_CACHE:-${XDG_CACHE_HOME:-~/.cache}/eqbench/wheels}/torch-<version>-py<XY>/
 # and reused on every later run (seconds). A no-op when the right versions already import.
 #
@@ -44,7 +45,7 @@ mkdir -p "$cache"
 wheel=$(ls "$cache"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)
 
 if [ -z "$wheel" ]; then
-  echo "Building mmcv $MMCV_VERSION (CPU ops) for torch $torch_version, $py_tag: about 20 minutes" \
+  echo "Building mmcv $MMCV_VERSION (CPU ops) for torch $torch_version, $py_tag: 20-45 minutes" \
        "on 2 cores, once; the wheel is cached in $cache."
   start=$(date +%s)
   work=$(mktemp -d "${TMPDIR:-/tmp}/eqbench-mmcv.XXXXXX")

@@ -71,3 +71,13 @@ def test_eval_skips_openmmlab_tasks_when_missing(
     )
     assert result.exit_code == 0, result.output
     assert "Skipped segmentation/upernet" in result.output and "no result written" in result.output
+
+
+def test_engine_modules_fail_with_the_remedy_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    _without_openmmlab(monkeypatch)
+    monkeypatch.delitem(sys.modules, "eqbench.openmmlab.backbone", raising=False)
+    with pytest.raises(MissingDependencyError, match=r"build_mmcv\.sh"):
+        importlib.import_module("eqbench.openmmlab.backbone")

@@ -18,11 +18,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from eqbench.checkpoints import load_model
 from eqbench.errors import ConfigError
+from eqbench.openmmlab import require_openmmlab
+
+require_openmmlab()  # a MissingDependencyError naming scripts/build_mmcv.sh, not an ImportError
+from mmengine.model import BaseModule  # noqa: E402
 
 #: Output strides of the pyramid (ViTDet, GTSA, mmdet's FPN inputs).
 DEFAULT_STRIDES = (4, 8, 16, 32)

@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmengine.config import Config, ConfigDict
-
 from eqbench.errors import MissingDependencyError
-from eqbench.openmmlab.runner import base_runtime
-from eqbench.openmmlab.segmentation import SIZE_DIVISOR, UNIT_RANGE
+from eqbench.openmmlab import require_openmmlab
+
+require_openmmlab()  # a MissingDependencyError naming scripts/build_mmcv.sh, not an ImportError
+from mmengine.config import Config, ConfigDict  # noqa: E402
+
+from eqbench.openmmlab.runner import base_runtime  # noqa: E402
+from eqbench.openmmlab.segmentation import SIZE_DIVISOR, UNIT_RANGE  # noqa: E402
 
 #: mmdet's base Mask R-CNN model config, relative to the installed ``mmdet`` package.
 BASE_MODEL = ".mim/configs/_base_/models/mask-rcnn_r50_fpn.py"

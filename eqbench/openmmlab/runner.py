@@ -19,11 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from mmengine.config import Config
-from mmengine.hooks import Hook
-from mmengine.logging import HistoryBuffer
-from mmengine.registry import HOOKS
-from mmengine.runner import Runner
+
+from eqbench.openmmlab import require_openmmlab
+
+require_openmmlab()  # a MissingDependencyError naming scripts/build_mmcv.sh, not an ImportError
+from mmengine.config import Config  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
+from mmengine.logging import HistoryBuffer  # noqa: E402
+from mmengine.registry import HOOKS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmengine.config import Config, ConfigDict
+from eqbench.openmmlab import require_openmmlab
 
-from eqbench.openmmlab.runner import base_runtime
+require_openmmlab()  # a MissingDependencyError naming scripts/build_mmcv.sh, not an ImportError
+from mmengine.config import Config, ConfigDict  # noqa: E402
+
+from eqbench.openmmlab.runner import base_runtime  # noqa: E402
 
 #: Mean/std of the data preprocessors: images go to the backbone in [0, 1] (it normalises).
 UNIT_RANGE = {"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
