@@ -141,11 +141,16 @@ def eval_command(
         batch_size=batch_size,
         overrides=parse_overrides(sets),
         show_progress=not quiet,
+        on_skip=lambda task, reason: console.print(f"[yellow]Skipped {task}[/]: {reason}"),
     )
     table = Table("task", "dataset", "metric", "value", "time", title=f"{checkpoint}")
     from eqbench.results.leaderboard import format_cell
 
-    for record, _ in evaluate(cfg):
+    results = evaluate(cfg)
+    if not results:
+        console.print("No task ran; no result written.")
+        return
+    for record, _ in results:
         m = record.primary
         table.add_row(
             record.task,

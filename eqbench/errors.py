@@ -24,3 +24,10 @@ class CheckpointError(EqbenchError):
 
 class DatasetError(EqbenchError):
     """A dataset path is missing, empty or not in the expected layout."""
+
+
+class MissingDependencyError(EqbenchError):
+    """An optional dependency a task needs is not installed; the message names how to install it.
+
+    ``eqbench eval`` skips such tasks with the message instead of failing the whole run.
+    """

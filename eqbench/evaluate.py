@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ class EvalConfig:
     batch_size: int = 256
     overrides: dict[str, Any] = field(default_factory=dict)
     show_progress: bool = True
+    #: called with ``(task name, reason)`` for each task skipped because an optional
+    #: dependency is missing (default: a logged warning).
+    on_skip: Callable[[str, str], None] | None = None
 
 
 @dataclass
@@ -81,11 +85,22 @@ def plan(cfg: EvalConfig) -> list[PlannedTask]:
 def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
     """Evaluate a checkpoint on tasks and write one result JSON per task.
 
-    Steps: plan (validate tasks and options) → load the checkpoint → for each task, run its
-    protocol through a shared feature store (so a group encodes each image set once) → write the
-    record atomically.
+    Steps: plan (validate tasks and options; skip tasks whose optional dependencies are missing,
+    see :meth:`~eqbench.protocols.base.Protocol.unavailable`) → load the checkpoint → for each
+    task, run its protocol through a shared feature store (so a group encodes each image set
+    once) → write the record atomically.
     """
-    planned = plan(cfg)
+    planned = []
+    for p in plan(cfg):
+        reason = PROTOCOLS.get(p.spec.protocol).unavailable()
+        if reason is None:
+            planned.append(p)
+        elif cfg.on_skip is not None:
+            cfg.on_skip(p.spec.name, reason)
+        else:
+            log.warning("Skipping task %s: %s", p.spec.name, reason)
+    if not planned:
+        return []
     device = resolve_device(cfg.device)
     image_size = max(getattr(p.config, "image_size", 224) for p in planned)
     model: LoadedModel = load_model(cfg.checkpoint, img_size=image_size)

@@ -7,6 +7,7 @@ from eqbench.protocols import (  # noqa: F401
     detection,
     homography,
     invariance,
+    openmmlab,
     segmentation,
     transform_prediction,
 )

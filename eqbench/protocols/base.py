@@ -57,6 +57,12 @@ class Protocol(ABC):
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         """Evaluate ``ctx.model``; returns metric values per probe seed."""
 
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this protocol cannot run here (an optional dependency is missing, with the
+        command that installs it), or ``None`` when it can. ``eqbench eval`` skips such tasks."""
+        return None
+
 
 PROTOCOLS: Registry[type[Protocol]] = Registry("protocol", "eqbench ls protocols")
 
