@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# test helpers (fixtures.py, test_results.record) import by their module names; put this folder
+# first so an installed package named "tests" (mmsegmentation ships one) cannot shadow them
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one BLAS/OpenMP thread per test worker: busy-waiting BLAS threads of several workers on
     # few cores slow each other down by orders of magnitude (set before numpy/torch load)

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fixtures import make_ade20k, make_coco, make_voc
 
 from eqbench.cli import main
 from eqbench.data import IGNORE_INDEX, SegmentationDataset, load_dataset
 from eqbench.data.export import ExportConfig, export_shapes
 from eqbench.data.shapes import CLASSES, ShapeScenes
 from eqbench.errors import ConfigError, DatasetError
-from tests.fixtures import make_ade20k, make_coco, make_voc
 
 
 @pytest.fixture(autouse=True)
