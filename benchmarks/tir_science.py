@@ -6,7 +6,7 @@ evaluates the `synthetic` group and kNN, and prints per seed and on average:
 mean synthetic R² (MLP and linear probes), rotation R², four-fold-rotation accuracy and kNN top-1.
 Runs are reused when the output folder already holds them.
 
-Usage: python benchmarks/tir_science.py [--seeds 0,1,2] [--steps 200] [--feature cls]
+Usage: python benchmarks/tir_science.py [--seeds 0,1,2] [--steps 200] [--feature avgpool]
        [--models vicreg,tir+vicreg,tir+vicreg-control] [--out runs/science]
 """
 
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--models", default="vicreg,tir+vicreg,tir+vicreg-control")
-    parser.add_argument("--feature", default="cls", choices=["cls", "avgpool", "cls+avgpool"])
+    parser.add_argument("--feature", default="avgpool", choices=["avgpool", "cls", "cls+avgpool"])
     parser.add_argument("--n-train", type=int, default=1000)
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path("runs/science"))
@@ -84,7 +84,7 @@ def main() -> None:
             n_test=args.n_test,
             cache_dir=default_cache_dir(),
             results=args.out / f"results-{args.feature}",
-            eval_overrides={"feature": args.feature},
+            feature=args.feature,
             show_progress=False,
         )
         start = time.perf_counter()

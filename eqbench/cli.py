@@ -287,6 +287,14 @@ def data_export_command(
 )
 @click.option("--n-test", default=500, show_default=True, type=int, help="Test pairs per probe.")
 @click.option(
+    "--feature",
+    default="avgpool",
+    show_default=True,
+    type=click.Choice(["avgpool", "cls", "cls+avgpool"]),
+    help="Global feature the probes read: the demo's objectives train the mean patch token "
+    "(avgpool); the task files' default is the CLS token.",
+)
+@click.option(
     "--tasks", default="synthetic,classification/knn", show_default=True, help="Tasks to run."
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -299,6 +307,7 @@ def demo_command(
     seed: int,
     n_train: int,
     n_test: int,
+    feature: str,
     tasks: str,
     device: str,
     no_cache: bool,
@@ -321,6 +330,7 @@ def demo_command(
         tasks=tasks,
         n_train=n_train,
         n_test=n_test,
+        feature=feature,
         device=device,
         cache_dir=None if no_cache else default_cache_dir(),
         show_progress=not quiet,

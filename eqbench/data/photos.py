@@ -138,6 +138,12 @@ def load_photo(name: str) -> np.ndarray:
 
 
 @functools.cache
+def _photo_tensor(name: str) -> Tensor:
+    """Source photo ``name`` as an ``(H, W, 3)`` uint8 tensor (cached; crops are views of it)."""
+    return torch.from_numpy(load_photo(name).copy())
+
+
+@functools.cache
 def available_photos() -> tuple[str, ...]:
     """Names of the source photos that load offline here, in :data:`PHOTO_NAMES` order."""
     names = []
@@ -204,10 +210,9 @@ class PhotoCrops(ImageDataset):
         out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
         for row, i in enumerate(indices):
             top, left, side = (int(v) for v in self.boxes[i])
-            photo = load_photo(PHOTO_NAMES[int(self.labels[i])])
-            crop = photo[top : top + side, left : left + side]
-            tensor = torch.from_numpy(np.array(crop)).permute(2, 0, 1)[None]
-            out[row] = resize_square(tensor, size)[0]
+            photo = _photo_tensor(PHOTO_NAMES[int(self.labels[i])])
+            crop = photo[top : top + side, left : left + side].permute(2, 0, 1)[None]
+            out[row] = resize_square(crop, size)[0]
         return out
 
     def fingerprint(self) -> dict[str, Any]:

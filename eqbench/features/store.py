@@ -35,7 +35,7 @@ from eqbench.device import autocast
 log = logging.getLogger(__name__)
 
 #: Bump when the extraction itself changes (cropping, pooling, dtype), invalidating old caches.
-FEATURE_FORMAT = 1
+FEATURE_FORMAT = 2  # 2: uint8 antialiased resizing of the source images
 
 #: ``indices -> float images (B, 3, S, S) in [0, 1]`` on the CPU.
 BatchFn = Callable[[Sequence[int]], Tensor]

@@ -53,9 +53,10 @@ def view_batches(
     """A batch function producing (transformed) views in [0, 1] for the feature store."""
 
     def make(indices: Sequence[int]) -> Tensor:
-        images = dataset.load(indices, context).float().div_(255.0)
-        if transform is not None and params is not None:
-            images = transform.apply(images, params[list(indices)])
+        images = dataset.load(indices, context)
+        if transform is None or params is None:  # crop before converting: 4x fewer pixels
+            return center_crop(images, view_size).float().div_(255.0)
+        images = transform.apply(images.float().div_(255.0), params[list(indices)])
         return center_crop(images, view_size).clamp_(0.0, 1.0).contiguous()
 
     return make
