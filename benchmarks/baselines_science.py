@@ -5,11 +5,14 @@ Checks (issue "Equivariant and reconstruction baselines"):
   essl    vs simclr   on synthetic/rotation4  (E-SSL predicts four-fold rotation)
   augself vs simclr   on synthetic/colour     (AugSelf predicts augmentation differences)
   sie     vs vicreg   on synthetic/rotation   (SIE trained on rotation)
+  gtsa    vs dino     on synthetic/rotation4  (GTSA predicts each crop's four-fold rotation; its
+                                               invariant base: DINO-style EMA teacher with
+                                               multi-crop, the baseline the GTSA paper compares to)
 Each model is pretrained with its shipped ``<name>_photos_cpu`` config at the same steps and seed,
 then evaluated on the task with the demo's probe sizes. Runs and results are reused when present.
 
 Usage: python benchmarks/baselines_science.py [--steps 200] [--seed 0] [--out runs/baselines]
-       [--n-train 1000] [--n-test 500] [--checks essl,augself,sie]
+       [--n-train 1000] [--n-test 500] [--checks essl,augself,sie,gtsa]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ CHECKS = {
     "essl": ("simclr", "synthetic/rotation4"),
     "augself": ("simclr", "synthetic/colour"),
     "sie": ("vicreg", "synthetic/rotation"),
+    "gtsa": ("dino", "synthetic/rotation4"),
 }
 
 

@@ -109,6 +109,8 @@ def test_shipped_configs_load_and_name_their_method() -> None:
         "equimod_photos_cpu",
         "sie_photos_cpu",
         "mae_photos_cpu",
+        "gtsa_photos_cpu",
+        "gtsa_vits16_imagenet",
     }
     assert expected <= names
     encoder = create_encoder("micro_vit", img_size=32)
@@ -124,6 +126,7 @@ def test_shipped_configs_load_and_name_their_method() -> None:
             "equimod": {"projector_dims": [8], "equi_projector_dims": [8]},
             "sie": {"expander_dims": [8, 8], "hypernet_dims": [8]},
             "mae": {"decoder_dim": 8, "decoder_depth": 1, "decoder_heads": 2},
+            "gtsa": {"out_dim": 8, "projector_dim": 8, "rotation_dims": [8], "local_size": 16},
         }.get(base, {"out_dim": 8, "hidden_dim": 8, "bottleneck_dim": 8, "local_size": 16})
         if cfg.method.startswith("tir"):
             small |= {"d_patch": 64, "d_equi": 16}

@@ -27,6 +27,7 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "equimod": {"projector_dims": [32, 16], "equi_projector_dims": [32, 16]},
     "sie": {"expander_dims": [32, 32], "hypernet_dims": [8]},
     "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
+    "gtsa": {"out_dim": 32, "rotation_dims": [16, 8]},
 }
 IMG = 32
 
@@ -60,7 +61,7 @@ def build(name: str, **options: Any) -> Any:
 def test_registry_has_base_and_tir_methods() -> None:
     expected = {"simclr", "vicreg", "dino", "ibot"}
     assert expected | {f"tir+{name}" for name in expected} <= set(METHODS.names())
-    assert {"essl", "augself", "equimod", "sie", "mae"} <= set(METHODS.names())
+    assert {"essl", "augself", "equimod", "sie", "mae", "gtsa"} <= set(METHODS.names())
 
 
 @pytest.mark.parametrize("name", METHODS.names())

@@ -3,7 +3,8 @@
 Base joint-embedding methods (``simclr``, ``vicreg``) register their objective in
 :data:`OBJECTIVES` too; :mod:`eqbench.methods.tir` then registers ``tir+<base>`` for each.
 Self-distillation methods (``dino``, ``ibot``, :mod:`eqbench.methods.dino`) own an EMA teacher;
-:mod:`eqbench.methods.tir_distill` registers ``tir+dino`` and ``tir+ibot``.
+:mod:`eqbench.methods.tir_distill` registers ``tir+dino`` and ``tir+ibot``. ``gtsa``
+(:mod:`eqbench.methods.gtsa`) distils rotated, overlapping crops on the patch-token map.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from eqbench.methods import (  # noqa: F401  (registers)
     dino,
     equimod,
     essl,
+    gtsa,
     mae,
     sie,
     simclr,

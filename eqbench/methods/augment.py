@@ -372,11 +372,16 @@ class TwoViewAugment:
         blur: Transformation,
         blur_p: float,
         solarize_p: float,
+        boxes: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, ViewParams]:
         """A random resized crop of side ``size``, then flip, jitter, grayscale, blur, solarise.
 
-        Draws, in order: the crop and flip, the jitter parameters, four probability draws
-        (jitter, grayscale, blur, solarise), the blur σ.
+        Draws, in order: the crop and flip (unless ``boxes`` is given), the jitter parameters,
+        four probability draws (jitter, grayscale, blur, solarise), the blur σ.
+
+        Args:
+            boxes: crop boxes and flips already drawn by :meth:`crop_boxes` (methods that
+                re-sample crops until they overlap, such as GTSA), used instead of new draws.
 
         Returns:
             ``(B, 3, size, size)`` float images in [0, 1], and the :class:`ViewParams` that
@@ -384,7 +389,7 @@ class TwoViewAugment:
         """
         c = self.config
         n, device = images.shape[0], images.device
-        box, flip = self.crop_boxes(n, generator, crop_scale)
+        box, flip = boxes if boxes is not None else self.crop_boxes(n, generator, crop_scale)
         theta = self.boxes_to_theta(box, flip).to(device=device, dtype=images.dtype)
         grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
         out = F.grid_sample(
