@@ -2,8 +2,9 @@
 
 Base joint-embedding methods (``simclr``, ``vicreg``) register their objective in
 :data:`OBJECTIVES` too; :mod:`eqbench.methods.tir` then registers ``tir+<base>`` for each.
-Self-distillation methods (``dino``, ``ibot``, :mod:`eqbench.methods.dino`) own an EMA teacher;
-:mod:`eqbench.methods.tir_distill` registers ``tir+dino`` and ``tir+ibot``.
+Self-distillation methods (``dino``, ``ibot``, :mod:`eqbench.methods.dino`; ``dinov2``,
+:mod:`eqbench.methods.dinov2`) own an EMA teacher; :mod:`eqbench.methods.tir_distill` registers
+``tir+dino``, ``tir+ibot`` and ``tir+dinov2``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from eqbench.methods import (  # noqa: F401  (registers)
     augself,
     dino,
+    dinov2,
     equimod,
     essl,
     mae,
@@ -30,18 +32,21 @@ from eqbench.methods.base import (
     build_method,
 )
 from eqbench.methods.dino import SelfDistillation
+from eqbench.methods.dinov2 import DINOv2
 from eqbench.methods.tir import TIR, TIRDecoder, TIRViews
-from eqbench.methods.tir_distill import TIRDistillation
+from eqbench.methods.tir_distill import TIRDINOv2, TIRDistillation
 
 __all__ = [
     "METHODS",
     "OBJECTIVES",
     "TIR",
     "AugmentConfig",
+    "DINOv2",
     "Method",
     "MultiCropAugment",
     "Objective",
     "SelfDistillation",
+    "TIRDINOv2",
     "TIRDecoder",
     "TIRDistillation",
     "TIRViews",
