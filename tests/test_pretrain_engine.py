@@ -104,6 +104,10 @@ def test_shipped_configs_load_and_name_their_method() -> None:
         "ibot_vits16_imagenet",
         "tir_ibot_vits16_imagenet",
         "tir_ibot_vitl16_imagenet",
+        "dinov2_photos_cpu",
+        "tir_dinov2_photos_cpu",
+        "dinov2_vitl16_imagenet",
+        "tir_dinov2_vitl16_imagenet",
         "essl_photos_cpu",
         "augself_photos_cpu",
         "equimod_photos_cpu",
@@ -151,6 +155,16 @@ def test_include_and_dotted_overrides() -> None:
     )
     assert large.peak_lr == pytest.approx(5e-4 * 1024 / 256)
     assert large.method_options["d_equi"] == 2048 and large.method_options["n_local"] == 10
+    dinov2 = load_pretrain_config("tir_dinov2_vitl16_imagenet")
+    assert (dinov2.method, dinov2.backbone, dinov2.batch_size) == (
+        "tir+dinov2",
+        "vit_large_patch16",
+        2048,
+    )
+    assert dinov2.peak_lr == pytest.approx(4e-3) and dinov2.warmup_steps == 6256  # 10 epochs
+    options = dinov2.method_options
+    assert (options["d_patch"], options["d_equi"], options["transform"]) == (2048, 512, "se2")
+    assert (options["koleo_weight"], options["centering"]) == (0.1, "sinkhorn_knopp")
 
 
 def test_config_errors_suggest_the_fix(tmp_path: Path) -> None:

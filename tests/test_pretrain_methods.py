@@ -18,6 +18,7 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "simclr": {"projector_dims": [32, 16]},
     "dino": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
     "ibot": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+    "dinov2": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
     "essl": {"projector_dims": [32, 16], "predictor_dims": [16]},
     "augself": {
         "projector_dims": [32, 16],
@@ -59,7 +60,7 @@ def build(name: str, **options: Any) -> Any:
 
 
 def test_registry_has_base_and_tir_methods() -> None:
-    expected = {"simclr", "vicreg", "dino", "ibot"}
+    expected = {"simclr", "vicreg", "dino", "ibot", "dinov2"}
     assert expected | {f"tir+{name}" for name in expected} <= set(METHODS.names())
     assert {"essl", "augself", "equimod", "sie", "mae", "gtsa"} <= set(METHODS.names())
 

@@ -121,8 +121,22 @@ def dino_cross_entropy(
         teacher_temp: ``τ_t``.
         student_temp: ``τ_s``.
     """
-    targets = F.softmax((teacher - center) / teacher_temp, dim=-1).detach()  # (T, B, K)
-    total = teacher.new_zeros(())
+    targets = F.softmax((teacher - center) / teacher_temp, dim=-1)  # (T, B, K)
+    return cross_entropy_pairs(targets, student_out, student_temp)
+
+
+def cross_entropy_pairs(
+    targets: Tensor, student_out: Sequence[Tensor], student_temp: float
+) -> Tensor:
+    """``mean_{q ≠ v} mean_b −Σ_k P_q · log_softmax(s_v/τ_s)`` for given teacher targets.
+
+    Args:
+        targets: ``(T, B, K)`` teacher distributions of the ``T`` global crops (no gradient).
+        student_out: ``V`` tensors ``(B, K)``; index ``v < T`` is the same crop as target ``v``.
+        student_temp: ``τ_s``.
+    """
+    targets = targets.detach()
+    total = targets.new_zeros(())
     terms = 0
     for v, student in enumerate(student_out):
         log_p = F.log_softmax(student / student_temp, dim=-1)  # (B, K)
@@ -132,6 +146,27 @@ def dino_cross_entropy(
             total = total + torch.sum(-targets[q] * log_p, dim=-1).mean()
             terms += 1
     return total / terms
+
+
+def masked_token_cross_entropy(
+    targets: Tensor, student: Tensor, masks: Tensor, student_temp: float
+) -> Tensor:
+    """iBOT's patch cross-entropy on the masked tokens only (DINOv2's ``forward_masked``).
+
+    Args:
+        targets: ``(M, K)`` teacher distributions of the masked tokens, in the row-major order of
+            ``masks`` (``tokens[masks]``).
+        student: ``(M, K)`` student logits of the same tokens (masked crop).
+        masks: ``(n, N)`` bool, ``M`` of them ``True``.
+        student_temp: ``τ_s``.
+
+    Returns:
+        ``mean_images (Σ_masked CE / max(1, #masked))``: an image without masked tokens counts
+        as 0, as in :class:`IBOTPatchLoss`.
+    """
+    per_token = torch.sum(-targets.detach() * F.log_softmax(student / student_temp, dim=-1), -1)
+    counts = masks.sum(dim=1, keepdim=True).clamp(min=1).expand_as(masks)[masks]  # (M,)
+    return (per_token / counts).sum() / masks.shape[0]
 
 
 class IBOTPatchLoss(nn.Module):

@@ -159,6 +159,23 @@ class Crops:
 
 
 @dataclass
+class Encoded:
+    """What the heads take from a backbone pass.
+
+    Attributes:
+        pooled: ``(M, D')`` global feature (the image-level head's input).
+        tokens: ``(M, N, D')`` patch tokens (the patch head's input).
+        equi: ``(M, N, d_equi)`` equivariant tokens (TIR), else ``None``.
+        grid: the patch grid ``(h, w)``.
+    """
+
+    pooled: Tensor
+    tokens: Tensor
+    equi: Tensor | None
+    grid: tuple[int, int]
+
+
+@dataclass
 class BranchOutput:
     """What the student or the teacher computes on a batch of crops.
 
@@ -276,6 +293,20 @@ class SelfDistillation(Method):
         """``(global feature (M, D'), patch tokens (M, N, D'), equivariant tokens or None)``."""
         return features.pooled(self.opts.pool), features.patch, None
 
+    def encode(
+        self, modules: Mapping[str, nn.Module], images: Tensor, mask: Tensor | None = None
+    ) -> Encoded:
+        """Backbone (masked when ``mask`` is given) → the inputs of the heads."""
+        encoder = modules["encoder"]
+        assert isinstance(encoder, Encoder)
+        if mask is not None:
+            assert self.mask_token is not None
+            features = encoder.forward_masked(images, mask, self.mask_token)
+        else:
+            features = encoder(images)
+        pooled, tokens, equi = self.head_inputs(modules, features)
+        return Encoded(pooled, tokens, equi, features.grid)
+
     def branch(
         self,
         modules: Mapping[str, nn.Module],
@@ -285,18 +316,11 @@ class SelfDistillation(Method):
         patches: bool = False,
     ) -> BranchOutput:
         """Backbone (masked when ``mask`` is given) → head, for the student or the teacher."""
-        encoder = modules["encoder"]
-        assert isinstance(encoder, Encoder)
-        if mask is not None:
-            assert self.mask_token is not None
-            features = encoder.forward_masked(images, mask, self.mask_token)
-        else:
-            features = encoder(images)
-        pooled, tokens, equi = self.head_inputs(modules, features)
+        encoded = self.encode(modules, images, mask)
         head = modules["head"]
         assert isinstance(head, DINOHead)
-        patch_logits = head.forward_patch(tokens) if patches else None  # (M, N, K')
-        return BranchOutput(head(pooled), patch_logits, equi, features.grid)
+        patch_logits = head.forward_patch(encoded.tokens) if patches else None  # (M, N, K')
+        return BranchOutput(head(encoded.pooled), patch_logits, encoded.equi, encoded.grid)
 
     def distill(self, crops: Crops, batch: TrainBatch) -> tuple[dict[str, Tensor], BranchOutput]:
         """DINO's (and iBOT's) losses of ``crops``; also returns the student's global branch."""

@@ -27,6 +27,10 @@ class EMATeacher(nn.ModuleDict):
         self.requires_grad_(False)
         self.eval()
 
+    def mirror(self, name: str, module: nn.Module) -> None:
+        """Add a frozen copy of one more student module (a head built after the teacher)."""
+        self[name] = copy.deepcopy(module).requires_grad_(False).eval()
+
     def train(self, mode: bool = True) -> EMATeacher:
         """Stay in eval mode: the teacher has no drop-path or dropout (as DINO's teacher)."""
         return super().train(False)

@@ -1,26 +1,31 @@
-"""``tir+dino`` and ``tir+ibot``: TIR (Wang et al., AAAI-26, arXiv 2503.18753) on self-distillation.
+"""``tir+dino``, ``tir+ibot``, ``tir+dinov2``: TIR (Wang et al., AAAI-26, arXiv 2503.18753) on
+self-distillation.
 
-As :mod:`eqbench.methods.tir`, with DINO or iBOT (:mod:`eqbench.methods.dino`) as the base:
+As :mod:`eqbench.methods.tir`, with DINO or iBOT (:mod:`eqbench.methods.dino`) or DINOv2
+(:mod:`eqbench.methods.dinov2`) as the base:
 
 * views: the two global crops are ``v1 = A1(I)`` and ``u = A2(I)``, and ``v2 = g_θ(u)`` replaces
   ``u``; the teacher sees ``v1`` and ``v2``, the student ``v1``, ``v2`` (masked for iBOT) and the
   local crops. Draws, in order: the global crops, the local crops, θ, then iBOT's masks;
 * features: backbone patch tokens → TIR's linear head (student and EMA teacher alike) → ``z_inv``
-  and ``z_equi``; the mean-pooled ``z_inv`` feeds DINO's head and CLS loss, the per-token
-  ``z_inv`` iBOT's patch head and loss;
-* reconstruction: ``z_equi`` of the student's ``v1`` and ``v2`` (the masked crops for iBOT, so no
-  extra backbone pass) feeds ``K`` decoders predicting ``g_{kθ/(K+1)}(u)``;
-* ``L = L_DINO/iBOT + λ·L_recon``.
+  and ``z_equi``; the mean-pooled ``z_inv`` feeds DINO's head and CLS loss (and DINOv2's KoLeo),
+  the per-token ``z_inv`` the patch head and loss of iBOT / DINOv2;
+* reconstruction: ``z_equi`` of the student's ``v1`` and ``v2`` (the masked crops for iBOT and
+  DINOv2, so no extra backbone pass) feeds ``K`` decoders predicting ``g_{kθ/(K+1)}(u)``;
+* ``L = L_DINO/iBOT/DINOv2 + λ·L_recon``.
 
-**eqbench defaults**: ``d_patch`` the backbone width, ``d_equi = d_patch/4``; the transformation
-rotation in [-45°, 45°] unless set (the paper's default for iBOT is SE(2): ``transform: se2``).
+**eqbench defaults**: ``d_patch`` the backbone width, ``d_equi = d_patch/4`` (the paper: 2048 of
+8192 for iBOT, 512 of 2048 for DINOv2); the transformation is rotation in [-45°, 45°] unless set
+for ``tir+dino`` and ``tir+ibot`` (the configs set the paper's SE(2) for iBOT), and SE(2)
+(rotation in [-45°, 45°], translation in [-10, 10] px at 224 px) for ``tir+dinov2``, the
+paper's default for DINOv2.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -28,6 +33,7 @@ from eqbench.backbones import Encoder, Features
 from eqbench.config import from_dict, to_dict
 from eqbench.methods.base import METHODS, Method, MethodFactory, TrainBatch
 from eqbench.methods.dino import Crops, SelfDistillation, parse_distillation_options
+from eqbench.methods.dinov2 import DINOv2, DINOv2Options, with_dinov2_defaults
 from eqbench.methods.tir import (
     TIRDecoder,
     TIROptions,
@@ -54,22 +60,32 @@ class TIRCrops(Crops):
 
 
 class TIRDistillation(SelfDistillation):
-    """TIR around DINO (``ibot=False``) or iBOT.
+    """TIR around DINO (``ibot=False``) or iBOT; :class:`TIRDINOv2` around DINOv2.
 
     Args:
-        base: ``dino`` or ``ibot``.
+        base: ``dino``, ``ibot`` or ``dinov2``.
         encoder: the backbone.
         img_size: side of the global crops.
         options: :class:`~eqbench.methods.tir.TIROptions` fields mixed with the base's options.
+
+    Attributes:
+        base_schemas: option dataclasses of the base beyond DINO's, the local crops' and iBOT's;
+            built from the options and passed to the base class after iBOT's.
     """
+
+    base_schemas: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, base: str, encoder: Encoder, img_size: int, options: dict[str, Any]):
         name = f"tir+{base}"
         where = f"method '{name}' options"
-        dino, local, ibot, (tir_part,) = parse_distillation_options(
-            name, options, base == "ibot", extra=(TIROptions,)
+        dino, local, ibot, (tir_part, *base_parts) = parse_distillation_options(
+            name, options, base != "dino", extra=(TIROptions, *self.base_schemas)
         )
         tir = from_dict(TIROptions, tir_part, where)
+        base_options: list[Any] = [
+            from_dict(schema, part, where)
+            for schema, part in zip(self.base_schemas, base_parts, strict=True)
+        ]
         d_patch, d_equi = resolve_split(tir, base, encoder.embed_dim, where)
         super().__init__(
             name,
@@ -78,6 +94,7 @@ class TIRDistillation(SelfDistillation):
             dino,
             local,
             ibot,
+            *base_options,
             token_head=nn.Linear(encoder.embed_dim, d_patch),
             head_in_dim=d_patch - d_equi,
         )
@@ -146,10 +163,20 @@ class TIRDistillation(SelfDistillation):
         return out
 
 
+class TIRDINOv2(TIRDistillation, DINOv2):
+    """TIR around DINOv2: TIR's views, split and decoders, DINOv2's step and loss on ``z_inv``."""
+
+    base_schemas = (DINOv2Options,)
+
+
 def tir_distillation_factory(base: str) -> MethodFactory:
-    """The :data:`~eqbench.methods.base.METHODS` factory of ``tir+dino`` / ``tir+ibot``."""
+    """The :data:`~eqbench.methods.base.METHODS` factory of ``tir+dino`` / ``tir+ibot`` /
+    ``tir+dinov2``."""
 
     def factory(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
+        if base == "dinov2":
+            options = with_dinov2_defaults({"transform": "se2", **options})
+            return TIRDINOv2(base, encoder, img_size, options)
         return TIRDistillation(base, encoder, img_size, options)
 
     factory.__name__ = f"tir_{base}"
@@ -157,5 +184,5 @@ def tir_distillation_factory(base: str) -> MethodFactory:
     return factory
 
 
-for _base in ("dino", "ibot"):
+for _base in ("dino", "ibot", "dinov2"):
     METHODS.register(f"tir+{_base}")(tir_distillation_factory(_base))
