@@ -122,7 +122,11 @@ class PretrainConfig:
         if self.n_images is not None and self.n_images < 1:
             raise ConfigError("pretrain config: 'n_images' must be >= 1.")
         if not 0 <= self.warmup_steps <= self.steps:
-            raise ConfigError("pretrain config: need 0 <= warmup_steps <= steps.")
+            raise ConfigError(
+                f"pretrain config: need 0 <= warmup_steps <= steps, got warmup_steps="
+                f"{self.warmup_steps} and steps={self.steps}. For a short run set both, e.g. "
+                f"--set steps={self.steps} --set warmup_steps={max(0, min(self.steps // 10, 25))}."
+            )
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ConfigError("pretrain config: need lr > 0 and 0 <= min_lr <= lr.")
         if self.weight_decay < 0 or (self.weight_decay_end or 0) < 0:
