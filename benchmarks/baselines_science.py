@@ -68,7 +68,9 @@ def score(method: str, task: str, ckpt: Path, args: argparse.Namespace) -> tuple
                 seed=args.seed,
                 results_dir=results,
                 cache_dir=default_cache_dir(),
-                overrides={"n_train": args.n_train, "n_test": args.n_test},
+                # each model is read through the feature its losses trained (CLS for DINO,
+                # the mean patch token for the others)
+                overrides={"n_train": args.n_train, "n_test": args.n_test, "feature": "auto"},
                 show_progress=False,
             )
         )

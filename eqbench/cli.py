@@ -290,9 +290,10 @@ def data_export_command(
     "--feature",
     default="avgpool",
     show_default=True,
-    type=click.Choice(["avgpool", "cls", "cls+avgpool"]),
+    type=click.Choice(["avgpool", "cls", "cls+avgpool", "auto"]),
     help="Global feature the probes read: the demo's objectives train the mean patch token "
-    "(avgpool); the task files' default is the CLS token.",
+    "(avgpool); the task files' default is the CLS token; auto reads what each checkpoint's "
+    "method trained.",
 )
 @click.option(
     "--tasks", default="synthetic,classification/knn", show_default=True, help="Tasks to run."

@@ -33,7 +33,7 @@ DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 #: Global features the probes can read (the ``feature`` option of the tasks).
-FEATURES = ("avgpool", "cls", "cls+avgpool")
+FEATURES = ("avgpool", "cls", "cls+avgpool", "auto")
 
 
 @dataclass

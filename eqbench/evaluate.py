@@ -53,6 +53,16 @@ class PlannedTask:
     overrides: dict[str, Any]
 
 
+def resolve_feature(config: Any, model: LoadedModel) -> Any:
+    """``config`` with ``feature: auto`` replaced by the feature the checkpoint's method trained
+    (recorded by ``eqbench pretrain`` as ``trained_feature``), else ``cls``; the result JSON then
+    records the feature actually read."""
+    if getattr(config, "feature", None) != "auto":
+        return config
+    feature = model.info.get("trained_feature") or "cls"
+    return dataclasses.replace(config, feature=feature)
+
+
 def plan(cfg: EvalConfig) -> list[PlannedTask]:
     """Resolve and validate every task before any work starts (bad input fails fast)."""
     specs = resolve_tasks(cfg.tasks)
@@ -104,6 +114,7 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
     device = resolve_device(cfg.device)
     image_size = max(getattr(p.config, "image_size", 224) for p in planned)
     model: LoadedModel = load_model(cfg.checkpoint, img_size=image_size)
+    planned = [dataclasses.replace(p, config=resolve_feature(p.config, model)) for p in planned]
     store = FeatureStore(
         model.encoder,
         model.sha256,

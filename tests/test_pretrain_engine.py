@@ -298,6 +298,35 @@ def test_checkpoint_loads_as_a_model(tmp_path: Path) -> None:
     assert torch.isfinite(features.patch).all()
 
 
+@pytest.mark.parametrize(
+    ("method", "options", "expected"),
+    [
+        ("simclr", {}, "avgpool"),
+        ("simclr", {"pool": "cls"}, "cls"),
+    ],
+)
+def test_feature_auto_reads_the_feature_the_method_trained(
+    tmp_path: Path, method: str, options: dict[str, Any], expected: str
+) -> None:
+    from eqbench.evaluate import EvalConfig, evaluate
+
+    path = pretrain(tiny(method=method, steps=2, method_options=options), tmp_path / "run")
+    assert load_model(str(path), img_size=32).info["trained_feature"] == expected
+    sets = {"feature": "auto", "n_train": 24, "n_test": 12, "image_size": 32}
+    for checkpoint, feature in ((str(path), expected), ("baseline:pixels", "cls")):
+        [(record, _)] = evaluate(
+            EvalConfig(
+                tasks="classification/knn",
+                checkpoint=checkpoint,
+                results_dir=tmp_path / "results",
+                cache_dir=None,
+                overrides=sets,
+                show_progress=False,
+            )
+        )
+        assert record.config["feature"] == feature  # the resolved feature is recorded
+
+
 def test_cli_runs_resumes_and_refuses_to_overwrite(tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({**TINY, "method": "vicreg"}))

@@ -94,6 +94,16 @@ def test_method_trains_two_steps(name: str) -> None:
     assert losses[0] != losses[1]
 
 
+@pytest.mark.parametrize("name", METHODS.names())
+def test_trained_feature_is_the_pooling_the_losses_see(name: str) -> None:
+    expected = {"dino": "cls", "ibot": "cls", "dinov2": "cls", "mae": None}.get(name, "avgpool")
+    assert build(name).trained_feature == expected
+    if name in ("vicreg", "essl", "sie", "dino"):
+        assert build(name, pool="cls" if expected == "avgpool" else "avgpool").trained_feature == (
+            "cls" if expected == "avgpool" else "avgpool"
+        )
+
+
 @pytest.mark.parametrize("name", ["vicreg", "tir+simclr"])
 def test_training_step_is_a_function_of_the_generator_seed(name: str) -> None:
     method = build(name)

@@ -62,6 +62,7 @@ def save_checkpoint(
     config: dict[str, Any],
     extra_state: dict[str, Any] | None = None,
     name: str | None = None,
+    trained_feature: str | None = None,
 ) -> None:
     """Write an eqbench checkpoint atomically.
 
@@ -74,6 +75,8 @@ def save_checkpoint(
         extra_state: more top-level entries for torch files (optimizer state, step, ...).
             Tensors and plain data only, so that it loads with ``weights_only=True``.
         name: optional model name, used as the model id when the checkpoint is loaded.
+        trained_feature: the global feature the method's losses trained (``cls`` or
+            ``avgpool``), which the ``feature: auto`` task option reads.
 
     Raises:
         CheckpointError: non-JSON config, ``extra_state`` with a ``.safetensors`` path, or
@@ -88,6 +91,8 @@ def save_checkpoint(
     }
     if name is not None:
         header["name"] = name
+    if trained_feature is not None:
+        header["trained_feature"] = trained_feature
     header = _plain_header(header)
     weights = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
 

@@ -95,6 +95,11 @@ class AuxiliaryMethod(Method):
     def build_heads(self) -> None:
         """Create the method's own modules (called once the objective exists)."""
 
+    @property
+    def trained_feature(self) -> str | None:
+        """The pooled backbone feature its losses see (option ``pool``)."""
+        return str(self.pool)
+
     def pooled(self, views: list[Tensor]) -> list[Tensor]:
         """Encode the views ``(B, 3, S, S)`` in one pass; their pooled features ``(B, D)``."""
         features = self.encoder(torch.cat(views)).pooled(self.pool)  # (V·B, D)

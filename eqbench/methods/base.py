@@ -94,6 +94,12 @@ class Method(nn.Module, ABC):
     has_unused_parameters: bool = False
     has_teacher: bool = False
 
+    @property
+    def trained_feature(self) -> str | None:
+        """The backbone global feature its losses train (``cls`` or ``avgpool``); ``None`` when
+        no image-level feature is trained (``feature: auto`` then reads the CLS token)."""
+        return None
+
     @abstractmethod
     def training_step(self, batch: TrainBatch) -> dict[str, Tensor]:
         """Losses of one step; ``"loss"`` is the total to back-propagate."""

@@ -372,6 +372,11 @@ class SelfDistillation(Method):
             out["loss"] = self.ibot.cls_weight * cls_loss + self.ibot.patch_weight * patch_loss
         return out, student
 
+    @property
+    def trained_feature(self) -> str | None:
+        """The student global feature the image-level head sees (option ``pool``)."""
+        return str(self.opts.pool)
+
     def training_step(self, batch: TrainBatch) -> dict[str, Tensor]:
         """Crops → teacher on the global crops, student on all → DINO (+ iBOT) loss."""
         return self.distill(self.crops(batch), batch)[0]

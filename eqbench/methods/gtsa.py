@@ -299,6 +299,11 @@ class GTSA(Method):
                 )
         return torch.stack(crop_terms).mean(), torch.stack(pc_terms).mean()
 
+    @property
+    def trained_feature(self) -> str | None:
+        """``avgpool``: GTSA drops the CLS token and trains the patch-token map."""
+        return "avgpool"
+
     def training_step(self, batch: TrainBatch) -> dict[str, Tensor]:
         """Crops → teacher maps of the global crops, student maps of all → the three losses."""
         crops = self.views(batch.images, batch.generator)

@@ -77,6 +77,11 @@ class JointEmbedding(Method):
         self.pool = pool
         self.options = {}
 
+    @property
+    def trained_feature(self) -> str | None:
+        """The pooled backbone feature its losses see (option ``pool``)."""
+        return str(self.pool)
+
     def training_step(self, batch: TrainBatch) -> dict[str, Tensor]:
         """Augment, encode both views in one pass, pool, apply the objective."""
         v1, v2 = self.augment(batch.images, batch.generator)  # (B, 3, S, S) each

@@ -154,6 +154,11 @@ class SIE(Method):
         span = torch.where(high > low, high - low, torch.ones_like(high))
         return 2 * (theta.float() - low) / span - 1
 
+    @property
+    def trained_feature(self) -> str | None:
+        """The pooled backbone feature its losses see (option ``pool``)."""
+        return str(self.opts.pool)
+
     def training_step(self, batch: TrainBatch) -> dict[str, Tensor]:
         """SIE's loss on ``v1`` and ``v2 = g_t(u)``.
 

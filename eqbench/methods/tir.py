@@ -293,6 +293,11 @@ class TIR(Method):
         z_inv, z_equi = z.split([self.d_inv, self.d_equi], dim=-1)
         return z_inv, z_equi
 
+    @property
+    def trained_feature(self) -> str | None:
+        """``avgpool``: the base loss sees the mean of the patch tokens' ``z_inv``."""
+        return "avgpool"
+
     def training_step(self, batch: TrainBatch) -> dict[str, Tensor]:
         """``L_SSL(z̄_inv(v1), z̄_inv(v2)) + λ·L_recon``, with the parts for logging."""
         views = self.views(batch)

@@ -127,6 +127,11 @@ class TIRDistillation(SelfDistillation):
         z_inv, z_equi = z.split([self.d_inv, self.d_equi], dim=-1)
         return z_inv, z_equi
 
+    @property
+    def trained_feature(self) -> str | None:
+        """``avgpool``: the image-level head sees the mean of the patch tokens' ``z_inv``."""
+        return "avgpool"
+
     def head_inputs(
         self, modules: Mapping[str, nn.Module], features: Features
     ) -> tuple[Tensor, Tensor, Tensor | None]:

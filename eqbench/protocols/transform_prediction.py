@@ -36,7 +36,8 @@ class TransformPredictionConfig:
         n_train / n_test: number of image pairs per split (synthetic pairs are free).
         image_size: side of the views fed to the encoder.
         context_ratio: context side / view side; views are cut from the transformed context.
-        feature: ``cls``, ``avgpool`` or ``cls+avgpool``.
+        feature: ``cls``, ``avgpool``, ``cls+avgpool``, or ``auto`` (the feature an eqbench
+            checkpoint's method trained, else ``cls``; resolved before the task runs).
         input: ``pair`` (concat f(I), f(g I)) or ``transformed`` (f(g I) alone: absolute variant).
         probe_seeds: number of probe seeds; metrics are mean ± std over them.
         hidden: MLP hidden widths.
@@ -59,8 +60,10 @@ class TransformPredictionConfig:
     val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.feature not in ("cls", "avgpool", "cls+avgpool"):
-            raise ValueError(f"feature must be cls, avgpool or cls+avgpool, not {self.feature!r}")
+        if self.feature not in ("cls", "avgpool", "cls+avgpool", "auto"):
+            raise ValueError(
+                f"feature must be cls, avgpool, cls+avgpool or auto, not {self.feature!r}"
+            )
         if self.input not in ("pair", "transformed"):
             raise ValueError(f"input must be pair or transformed, not {self.input!r}")
         if self.n_train < 10 or self.n_test < 10:

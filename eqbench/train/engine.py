@@ -217,6 +217,7 @@ class _Run:
                     method=self.method.name,
                     config=self.cfg.to_dict(),
                     name=f"{self.cfg.run_name}-teacher",
+                    trained_feature=self.method.trained_feature,
                 )
         self.last_saved = self.step
 

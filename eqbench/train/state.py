@@ -109,6 +109,7 @@ def save_training_checkpoint(
         config=config,
         extra_state={TRAIN_STATE_KEY: train_state},
         name=name,
+        trained_feature=method.trained_feature,
     )
 
 
