@@ -288,12 +288,12 @@ def data_export_command(
 @click.option("--n-test", default=500, show_default=True, type=int, help="Test pairs per probe.")
 @click.option(
     "--feature",
-    default="avgpool",
+    default="auto",
     show_default=True,
-    type=click.Choice(["avgpool", "cls", "cls+avgpool", "auto"]),
-    help="Global feature the probes read: the demo's objectives train the mean patch token "
-    "(avgpool); the task files' default is the CLS token; auto reads what each checkpoint's "
-    "method trained.",
+    type=click.Choice(["auto", "avgpool", "cls", "cls+avgpool"]),
+    help="Global feature the probes read. auto: the one each checkpoint's method trained (the "
+    "mean patch token for VICReg and TIR, whose CLS token no loss touches); the task files' "
+    "default is the CLS token.",
 )
 @click.option(
     "--tasks", default="synthetic,classification/knn", show_default=True, help="Tasks to run."

@@ -33,7 +33,7 @@ DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 #: Global features the probes can read (the ``feature`` option of the tasks).
-FEATURES = ("avgpool", "cls", "cls+avgpool", "auto")
+FEATURES = ("auto", "avgpool", "cls", "cls+avgpool")
 
 
 @dataclass
@@ -50,9 +50,10 @@ class DemoConfig:
         n_train: training pairs/images of every probe (the task files default to more).
         n_test: test pairs/images of every probe.
         feature: the global feature every probe reads. **eqbench default for the demo**
-            ``avgpool``: VICReg and TIR train the mean patch token (``pool: avgpool`` of their
-            configs) and leave the CLS token untouched by any loss, so the CLS token (the task
-            files' default, right for DINO-style checkpoints) would score an untrained path.
+            ``auto``: the feature each checkpoint's method trained, which for VICReg and TIR is
+            the mean patch token (``pool: avgpool`` in their configs); no loss touches their CLS
+            token, so the CLS token (the task files' default, right for DINO-style
+            checkpoints) would score an untrained path.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         cache_dir: feature cache (``None``: no on-disk cache).
         pretrain_overrides: extra ``--set`` values for every pretraining config.
@@ -69,7 +70,7 @@ class DemoConfig:
     tasks: str = "synthetic,classification/knn"
     n_train: int = 1000
     n_test: int = 500
-    feature: str = "avgpool"
+    feature: str = "auto"
     device: str = "auto"
     cache_dir: Path | None = None
     pretrain_overrides: dict[str, Any] = field(default_factory=dict)
