@@ -333,3 +333,19 @@ def test_datasets_are_image_datasets(tmp_path: Path) -> None:
         assert len(ds.groups) == len(ds.labels) == len(ds)
         assert ds.labels.dtype == np.int64 and ds.groups.dtype == np.int64
         assert isinstance(ds.digest(), str) and len(ds.digest()) == 16
+
+
+@pytest.mark.parametrize("side", [7, 40, 301])
+def test_uint8_resizing_is_within_one_grey_level_of_float(side: int) -> None:
+    gen = torch.Generator().manual_seed(side)
+    images = torch.randint(0, 256, (3, 3, side, side), generator=gen, dtype=torch.uint8)
+    fast = resize_square(images, 64)
+    reference = torch.nn.functional.interpolate(
+        images.float(), size=(64, 64), mode="bilinear", antialias=True, align_corners=False
+    )
+    assert fast.dtype == torch.uint8 and fast.shape == (3, 3, 64, 64)
+    assert (fast.float() - reference).abs().max() <= 1.0
+    # a crop view of a channels-last photo (how the built-in photos are cut) resizes the same
+    photo = images.permute(0, 2, 3, 1).contiguous()[0]  # (H, W, 3)
+    view = photo[1:, 2:].permute(2, 0, 1)[None]
+    assert torch.equal(resize_square(view, 64), resize_square(view.contiguous(), 64))
