@@ -37,7 +37,7 @@ CHECKS = {
 def checkpoint(method: str, args: argparse.Namespace) -> Path:
     out = args.out / "runs" / f"{method}_seed{args.seed}"
     cfg = load_pretrain_config(
-        f"{method}_photos_cpu",
+        f"{method.replace('+', '_')}_photos_cpu",
         {
             "steps": args.steps,
             "warmup_steps": max(1, min(25, args.steps // 10)),
