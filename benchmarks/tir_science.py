@@ -83,7 +83,7 @@ def main() -> None:
             n_train=args.n_train,
             n_test=args.n_test,
             cache_dir=default_cache_dir(),
-            results=args.out / f"results-{args.feature}",
+            results=args.out / f"results-{args.feature}-n{args.n_train}",
             feature=args.feature,
             show_progress=False,
         )

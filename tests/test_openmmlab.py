@@ -202,6 +202,53 @@ def test_coco_metric_matches_cocoeval(tmp_path: Path) -> None:
         assert 0.1 < stats[0] < 0.95
 
 
+def test_torchvision_and_mmdet_engines_score_the_same_predictions_identically(
+    tmp_path: Path,
+) -> None:
+    """The same fixed detections through eqbench's torchvision path (``coco_results`` +
+    ``coco_ap``) and through mmdet's CocoMetric give the same box and mask AP."""
+    from mmdet.evaluation import CocoMetric
+
+    from eqbench.eval.detection import coco_ap, coco_results
+
+    root = export_shapes(
+        ExportConfig(out=tmp_path / "coco", format="coco", n_train=1, n_val=6, size=64)
+    )
+    ann_file = root / "annotations" / "instances_val2017.json"
+    coco = COCO(str(ann_file))
+    dets = _fixed_detections(coco, seed=1)
+    # torchvision engine: detector outputs with category ids as labels, masks as probabilities
+    outputs = [
+        {
+            "boxes": torch.from_numpy(d["bboxes"]),
+            "labels": torch.from_numpy(d["labels"] + 1),
+            "scores": torch.from_numpy(d["scores"]),
+            "masks": torch.from_numpy(d["masks"]).float()[:, None],
+        }
+        for d in dets.values()
+    ]
+    ground_truth = json.loads(ann_file.read_text())
+    ours = coco_ap(ground_truth, coco_results(outputs, list(dets)))
+    # mmdet engine
+    metric = CocoMetric(ann_file=str(ann_file), metric=["bbox", "segm"])
+    metric.dataset_meta = {"classes": CLASSES[1:]}
+    samples = [
+        {
+            "img_id": img_id,
+            "ori_shape": (64, 64),
+            "pred_instances": {k: torch.from_numpy(v) for k, v in d.items()},
+        }
+        for img_id, d in dets.items()
+    ]
+    metric.process({}, samples)
+    mm = metric.compute_metrics(metric.results)
+    for ours_prefix, mm_prefix in (("box", "bbox"), ("mask", "segm")):
+        for ours_key, mm_key in (("ap", "mAP"), ("ap50", "mAP_50"), ("ap75", "mAP_75")):
+            got = ours[f"{ours_prefix}_{ours_key}"]
+            assert mm[f"{mm_prefix}_{mm_key}"] == pytest.approx(got, abs=5e-4 + 1e-9)
+        assert 0.1 < ours[f"{ours_prefix}_ap"] < 0.95  # a non-trivial case
+
+
 def _read_result(results_dir: Path) -> dict[str, Any]:
     files = list(results_dir.rglob("*.json"))
     assert len(files) == 1
