@@ -44,6 +44,21 @@ def listing(what: str) -> tuple[Rows, tuple[str, ...]]:
         from eqbench.protocols import PROTOCOLS
 
         return [(n, _doc(PROTOCOLS.get(n))) for n in PROTOCOLS], ("protocol", "description")
+    if what == "methods":
+        from eqbench.methods import METHODS
+        from eqbench.train.config import configs_dir
+
+        shipped = sorted(p.stem for p in configs_dir().glob("*.yaml"))
+
+        def configs(name: str) -> str:
+            prefix = name.replace("+", "_") + "_"
+            return ", ".join(c for c in shipped if c.startswith(prefix))
+
+        return [(n, _doc(METHODS.get(n)), configs(n)) for n in METHODS], (
+            "method",
+            "paper",
+            "shipped configs",
+        )
     if what == "zoo":
         from eqbench.errors import EqbenchError
         from eqbench.zoo.cards import card_ids, read_card
@@ -61,5 +76,6 @@ def listing(what: str) -> tuple[Rows, tuple[str, ...]]:
 
 
 def _doc(obj: object) -> str:
+    """The first paragraph of ``obj``'s docstring, on one line."""
     doc = (getattr(obj, "__doc__", None) or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    return " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())

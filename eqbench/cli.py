@@ -55,13 +55,23 @@ def main(verbose: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- ls
-LS_WHAT = ["tasks", "groups", "datasets", "backbones", "transforms", "protocols", "zoo"]
+LS_WHAT = [
+    "tasks",
+    "groups",
+    "datasets",
+    "backbones",
+    "transforms",
+    "protocols",
+    "methods",
+    "zoo",
+]
 
 
 @main.command("ls")
 @click.argument("what", type=click.Choice(LS_WHAT))
 def ls_command(what: str) -> None:
-    """List tasks, groups, datasets, backbones, transforms, protocols or model-zoo cards."""
+    """List tasks, groups, datasets, backbones, transforms, protocols, pretraining methods or
+    model-zoo cards."""
     from eqbench import catalogue
 
     rows, headers = catalogue.listing(what)

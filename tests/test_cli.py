@@ -21,7 +21,8 @@ def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(
-    "what", ["tasks", "groups", "datasets", "backbones", "transforms", "protocols", "zoo"]
+    "what",
+    ["tasks", "groups", "datasets", "backbones", "transforms", "protocols", "methods", "zoo"],
 )
 def test_ls(what: str) -> None:
     code, out = run("ls", what)
@@ -32,6 +33,20 @@ def test_ls(what: str) -> None:
         assert "photos" in out and "cifar10" in out and "imagefolder" in out
     if what == "backbones":
         assert "micro_vit" in out
+
+
+def test_ls_methods_lists_every_registered_method_with_its_paper_and_configs() -> None:
+    from eqbench.catalogue import listing
+    from eqbench.methods import METHODS
+
+    rows, _ = listing("methods")
+    assert [r[0] for r in rows] == list(METHODS.names())
+    by_name = {r[0]: r for r in rows}
+    assert "arXiv 2304.08014" in by_name["gtsa"][1] and "arXiv 2105.04906" in by_name["vicreg"][1]
+    for name, row in by_name.items():
+        assert "arXiv" in row[1], name  # every method cites its paper
+        assert f"{name.replace('+', '_')}_photos_cpu" in row[2].split(", "), name
+    assert "dinov2_photos_cpu" not in by_name["dino"][2].split(", ")
 
 
 def test_help_explains() -> None:

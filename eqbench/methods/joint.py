@@ -29,6 +29,12 @@ from eqbench.methods.base import (
     split_options,
 )
 
+#: Paper of each base objective, for listings (``eqbench ls methods``).
+PAPERS = {
+    "simclr": "SimCLR (Chen et al., ICML 2020, arXiv 2002.05709). ",
+    "vicreg": "VICReg (Bardes et al., ICLR 2022, arXiv 2105.04906). ",
+}
+
 
 @dataclass
 class JointEmbeddingOptions:
@@ -119,5 +125,6 @@ def joint_embedding_factory(
         return method
 
     factory.__name__ = objective_name
-    factory.__doc__ = f"Base joint-embedding method with the '{objective_name}' objective."
+    paper = PAPERS.get(objective_name, "")
+    factory.__doc__ = f"{paper}Joint-embedding method with the '{objective_name}' objective."
     return factory
