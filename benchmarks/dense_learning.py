@@ -8,6 +8,7 @@
 
 Usage: python benchmarks/dense_learning.py [--arch micro_vit] [--size 64] [--iterations 300]
        [--n-train 200] [--n-test 50] [--threads 2] [--skip-seg] [--skip-homography]
+       [--detection both|frozen|finetuned|none]
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-seg", action="store_true")
     parser.add_argument("--skip-homography", action="store_true")
+    parser.add_argument(
+        "--detection",
+        default="both",
+        choices=["both", "frozen", "finetuned", "none"],
+        help="which Mask R-CNN runs (separate processes can run them side by side)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     random_spec = f"baseline:random:{args.arch}"
@@ -77,7 +84,8 @@ def main() -> None:
                 f"  val {m['mce_val']:.2f}  identity {m['mce_identity']:.2f}  ({wall:.0f}s)",
                 flush=True,
             )
-    for frozen in (True, False):
+    runs = {"both": (True, False), "frozen": (True,), "finetuned": (False,), "none": ()}
+    for frozen in runs[args.detection]:
         dcfg = MaskRcnnConfig(
             image_size=args.size,
             n_train=args.n_train,
