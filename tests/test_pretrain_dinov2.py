@@ -4,7 +4,6 @@ written here (and lightly's), the ``dinov2`` step, and TIR on top of it (arXiv 2
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -12,30 +11,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+# the micro models, images and one-thread setting of the DINO/iBOT tests (the autouse fixture
+# applies here once imported)
+from test_pretrain_dino import IMG, SMALL, _one_thread, images  # noqa: F401
+
 from eqbench.backbones import create_encoder
 from eqbench.errors import ConfigError, EqbenchError
 from eqbench.losses import DINOv2Loss, KoLeoLoss, masked_token_cross_entropy, sinkhorn_knopp
 from eqbench.methods import DINOv2, TIRDINOv2, TrainBatch, build_method
 
-IMG = 32
-SMALL = {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}
 #: micro_vit at 32 px has 4 tokens: mask 2 of them in every global crop
 ALWAYS_MASK = {"mask_prob": 1.0, "mask_ratio": 0.5, "mask_ratio_var": 0.0}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Micro models gain nothing from threads, and threads slow them badly on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def images(n: int = 8, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(n, 3, 4, 4, generator=gen)
-    return (F.interpolate(coarse, size=IMG, mode="bilinear") * 255).byte()
 
 
 def build(name: str = "dinov2", **options: Any) -> Any:
