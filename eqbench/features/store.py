@@ -17,7 +17,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ class FeatureStore:
         cache_dir: folder for cached features; ``None`` disables the disk cache.
         batch_size: images per forward pass.
         show_progress: draw a rich progress bar while encoding.
+        prefetch: on the CPU, make the next batch in a background thread during the forward
+            pass (on CUDA the next batch is always made while the GPU works).
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class FeatureStore:
         cache_dir: Path | None,
         batch_size: int = 256,
         show_progress: bool = True,
+        prefetch: bool = False,
     ) -> None:
         self.encoder = encoder.to(device).eval()
         self.checkpoint_sha256 = checkpoint_sha256
@@ -77,6 +81,7 @@ class FeatureStore:
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.prefetch = prefetch
         self._memory: dict[str, dict[str, Tensor]] = {}
         #: Counters for benchmarks and tests: images encoded and cache hits.
         self.images_encoded = 0
@@ -164,18 +169,50 @@ class FeatureStore:
             ) as progress,
         ):
             bar = progress.add_task(label or dataset.name, total=n)
-            for lo in range(0, n, self.batch_size):
-                idx = list(range(lo, min(lo + self.batch_size, n)))
-                images = make_batch(idx).to(self.device, non_blocking=True)
-                with autocast(self.device):
-                    out = self.encoder(images)
+            for count, out in self._forward_batches(make_batch, n):
                 parts.append(_patch_map(out).float().cpu())
-                progress.advance(bar, len(idx))
+                progress.advance(bar, count)
         self.images_encoded += n
         log.info("encoded %d patch maps (%s) in %.1fs", n, label, time.perf_counter() - start)
         maps = torch.cat(parts)
         self._memory[key] = {"patch": maps}
         return maps
+
+    def _forward_batches(self, make_batch: BatchFn, n: int) -> Iterator[tuple[int, Features]]:
+        """Encode images ``0..n-1`` batch by batch, making the next batch while this one runs.
+
+        On CUDA the forward pass is asynchronous: the next batch is made on the CPU (into pinned
+        memory, copied without blocking) after the current forward is launched and before its
+        outputs are read, so making views and encoding overlap without a thread. On the CPU
+        (``prefetch``) a single background thread makes the next batch during the forward;
+        batches are a deterministic function of their indices, so the features do not depend on
+        the schedule. Yields ``(batch length, encoder output)`` in order.
+        """
+        spans = [range(lo, min(lo + self.batch_size, n)) for lo in range(0, n, self.batch_size)]
+        if not spans:
+            return
+        cuda = self.device.type == "cuda"
+
+        def make(span: range) -> Tensor:
+            images = make_batch(list(span))
+            return images.pin_memory() if cuda else images
+
+        pool = ThreadPoolExecutor(max_workers=1) if self.prefetch and not cuda else None
+        try:
+            ready: Future[Tensor] | Tensor = make(spans[0])
+            for i, span in enumerate(spans):
+                images = ready.result() if isinstance(ready, Future) else ready
+                later = spans[i + 1] if i + 1 < len(spans) else None
+                if pool is not None and later is not None:
+                    ready = pool.submit(make, later)
+                with autocast(self.device):
+                    out = self.encoder(images.to(self.device, non_blocking=cuda))
+                if pool is None and later is not None:
+                    ready = make(later)  # on CUDA this runs while the GPU encodes ``images``
+                yield len(span), out
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     @torch.inference_mode()
     def _encode(self, dataset: ImageDataset, make_batch: BatchFn, label: str) -> dict[str, Tensor]:
@@ -192,14 +229,10 @@ class FeatureStore:
             transient=True,
         ) as progress:
             bar = progress.add_task(label or dataset.name, total=n)
-            for lo in range(0, n, self.batch_size):
-                idx = list(range(lo, min(lo + self.batch_size, n)))
-                images = make_batch(idx).to(self.device, non_blocking=True)
-                with autocast(self.device):
-                    out = self.encoder(images)
+            for count, out in self._forward_batches(make_batch, n):
                 cls_parts.append(out.pooled("cls").float().cpu())
                 avg_parts.append(out.pooled("avgpool").float().cpu())
-                progress.advance(bar, len(idx))
+                progress.advance(bar, count)
         self.images_encoded += n
         log.info("encoded %d images (%s) in %.1fs", n, label, time.perf_counter() - start)
         return {"cls": torch.cat(cls_parts), "avgpool": torch.cat(avg_parts)}
