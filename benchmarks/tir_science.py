@@ -63,6 +63,8 @@ def scores(folder: Path) -> dict[str, dict[str, float]]:
             by_model[model]["kNN top-1"] = m[r["primary_metric"]]
     out = {}
     for model, v in by_model.items():
+        if any(f"{t}:mlp" not in v for t in R2_TASKS):
+            continue  # still being evaluated
         out[model] = {
             "mean R² mlp": float(np.mean([v[f"{t}:mlp"] for t in R2_TASKS])),
             "mean R² linear": float(np.mean([v[f"{t}:linear"] for t in R2_TASKS])),
