@@ -285,6 +285,40 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     assert [r["step"] for r in steps_logged(out)] == [1, 2]
 
 
+def test_runs_repeat_whatever_global_generators_held_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Code that draws from Python's or NumPy's global generator inside a step (a user's method
+    or augmentation) still gives the same weights for the same seed."""
+    import random
+
+    import numpy as np
+
+    from eqbench.methods.vicreg import VICRegObjective
+
+    original = VICRegObjective.forward
+
+    def jittered(self: VICRegObjective, f1: torch.Tensor, f2: torch.Tensor) -> Any:
+        out = original(self, f1, f2)
+        out["loss"] = out["loss"] * (1.0 + 0.1 * random.random() + 0.1 * np.random.rand())
+        return out
+
+    monkeypatch.setattr(VICRegObjective, "forward", jittered)
+    cfg = tiny(method="vicreg", steps=2, method_options={"expander_dims": [32, 32]})
+    runs = []
+    for outer_seed in (1, 2):
+        random.seed(outer_seed)
+        np.random.seed(outer_seed)
+        runs.append(load_state_file(pretrain(cfg, tmp_path / f"run{outer_seed}"))[0])
+    assert_same(runs[0]["backbone"], runs[1]["backbone"], "backbone")
+    assert_same(runs[0]["train_state"]["rng"], runs[1]["train_state"]["rng"], "rng")
+    other = load_state_file(pretrain(tiny(method="vicreg", steps=2, seed=7), tmp_path / "s7"))[0]
+    assert not torch.equal(  # and the run seed does reach them
+        other["backbone"]["model.patch_embed.proj.weight"],
+        runs[0]["backbone"]["model.patch_embed.proj.weight"],
+    )
+
+
 def test_checkpoint_loads_as_a_model(tmp_path: Path) -> None:
     path = pretrain(tiny(method="simclr", steps=2, method_options={}), tmp_path / "run")
     loaded = load_model(str(path), img_size=32)

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
@@ -229,7 +231,11 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
             group["weight_decay"] = 0.0 if group.get("no_decay") else wd
-        torch.manual_seed(mix_seed(cfg.seed, step, ctx.rank, _GLOBAL_RNG))
+        global_seed = mix_seed(cfg.seed, step, ctx.rank, _GLOBAL_RNG)
+        # every global generator a method or augmentation might draw from, so runs repeat
+        torch.manual_seed(global_seed)
+        random.seed(global_seed)
+        np.random.seed(global_seed % 2**32)
         generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step, ctx.rank, _AUGMENT_RNG))
         batch = TrainBatch(images.to(ctx.device, non_blocking=True), generator, step)
         with autocast(ctx.device, cfg.amp):
