@@ -17,7 +17,7 @@ from fixtures import (
 )
 
 from eqbench.data import DATASETS, DESCRIPTIONS, ImageDataset, load_dataset, safe_pickle
-from eqbench.data.base import resize_square
+from eqbench.data.base import parallel_rows, resize_square, unit_float
 from eqbench.data.photos import PHOTO_NAMES, TEST_PHOTOS, available_photos, load_photo
 from eqbench.errors import DatasetError
 
@@ -93,6 +93,68 @@ def test_photo_crop_shape_and_scale() -> None:
         h, w = load_photo(PHOTO_NAMES[label]).shape[:2]
         assert 0.3 * min(h, w) - 1 <= side <= 0.8 * min(h, w)
         assert 0 <= top <= h - side and 0 <= left <= w - side
+
+
+def test_photo_crops_are_the_resized_boxes_whatever_the_threads() -> None:
+    ds = load_dataset("photos", "train", n=70, seed=2)
+    boxes = ds.boxes  # type: ignore[attr-defined]
+    crops = [
+        torch.tensor(load_photo(PHOTO_NAMES[label])[top : top + side, left : left + side])
+        for label, (top, left, side) in zip(ds.labels, boxes, strict=True)
+    ]
+    expected = torch.cat(
+        [
+            torch.nn.functional.interpolate(
+                crop.permute(2, 0, 1)[None].float(),
+                size=(40, 40),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+            for crop in crops
+        ]
+    )
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        inline = ds.load(range(70), 40)
+        torch.set_num_threads(3)  # 3 threads of rows: 0, 3, 6, ... / 1, 4, ... / 2, 5, ...
+        shared = ds.load(range(70), 40)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(inline, shared)
+    assert (inline.float() - expected).abs().max() <= 1.0
+
+
+def test_parallel_rows_covers_each_row_once_and_raises() -> None:
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        seen = torch.zeros(100, dtype=torch.int64)
+
+        def fill(rows: range) -> None:
+            for row in rows:
+                seen[row] += 1
+
+        parallel_rows(fill, 100)
+        assert torch.equal(seen, torch.ones(100, dtype=torch.int64))
+
+        def broken(rows: range) -> None:
+            if 7 in rows:
+                raise ValueError("row 7")
+
+        with pytest.raises(ValueError, match="row 7"):
+            parallel_rows(broken, 100)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_unit_float_is_compact_whatever_the_layout() -> None:
+    images = torch.randint(0, 256, (2, 3, 5, 5), dtype=torch.uint8)
+    for layout in (images, images.contiguous(memory_format=torch.channels_last)):
+        x = unit_float(layout[..., 1:4, 1:4])
+        assert x.is_contiguous() and x.dtype == torch.float32
+        assert torch.equal(x, images[..., 1:4, 1:4].float() / 255.0)
 
 
 def test_photo_sizes_show_the_same_content() -> None:

@@ -12,6 +12,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,10 @@ class ImageDataset(ABC):
 
     @abstractmethod
     def load(self, indices: Sequence[int], size: int) -> Tensor:
-        """Images ``indices`` as a uint8 tensor ``(B, 3, size, size)``, deterministic per index."""
+        """Images ``indices`` as a uint8 tensor ``(B, 3, size, size)``, deterministic per index.
+
+        The memory layout is the dataset's choice (resized images come channels-last); callers
+        that need a compact NCHW tensor use :func:`unit_float` or ``.contiguous()``."""
 
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
@@ -100,6 +104,32 @@ def load_dataset(
             "(`eqbench ls datasets` describes each layout)."
         )
     return ds
+
+
+#: Fewest rows a thread of :func:`parallel_rows` is given; smaller batches run inline.
+MIN_ROWS_PER_THREAD = 16
+
+
+def parallel_rows(fill: Callable[[range], None], n: int) -> None:
+    """Run ``fill`` over rows ``0 … n−1`` split across up to ``torch.get_num_threads()`` threads.
+
+    For per-image work that PyTorch cannot batch (resizing crops of different sizes): each
+    kernel call is too small for PyTorch's own intra-op threads to pay, so the images are
+    shared out instead (strided, which balances large and small crops). ``fill`` must write
+    disjoint rows, so the result does not depend on the schedule. Exceptions propagate.
+    """
+    workers = min(torch.get_num_threads(), n // MIN_ROWS_PER_THREAD)
+    if workers <= 1:
+        fill(range(n))
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done in [pool.submit(fill, range(k, n, workers)) for k in range(workers)]:
+            done.result()
+
+
+def unit_float(images: Tensor) -> Tensor:
+    """uint8 images ``(B, 3, H, W)`` in any memory layout as a compact float32 tensor in [0, 1]."""
+    return torch.empty(images.shape, dtype=torch.float32).copy_(images).div_(255.0)
 
 
 def resize_square(images: Tensor, size: int) -> Tensor:

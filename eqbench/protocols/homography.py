@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from eqbench.data.base import unit_float
 from eqbench.eval.homography import (
     HomographyTraining,
     PairParams,
@@ -104,7 +105,7 @@ def encode_pairs(
 
     def views(which: int) -> Any:
         def make(indices: Sequence[int]) -> Tensor:
-            images = dataset.load(source[list(indices)].tolist(), context).float().div_(255.0)
+            images = unit_float(dataset.load(source[list(indices)].tolist(), context))
             idx = list(indices)
             sub = PairParams(params.top_left[idx], params.delta[idx])
             return make_pair_views(images, sub, patch)[which].clamp_(0, 1).float()

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from eqbench.data.base import ImageDataset
+from eqbench.data.base import ImageDataset, unit_float
 from eqbench.errors import ConfigError
 from eqbench.features.store import BatchFn
 from eqbench.transforms.base import Transformation
@@ -55,8 +55,8 @@ def view_batches(
     def make(indices: Sequence[int]) -> Tensor:
         images = dataset.load(indices, context)
         if transform is None or params is None:  # crop before converting: 4x fewer pixels
-            return center_crop(images, view_size).float().div_(255.0)
-        images = transform.apply(images.float().div_(255.0), params[list(indices)])
+            return unit_float(center_crop(images, view_size))
+        images = transform.apply(unit_float(images), params[list(indices)])
         return center_crop(images, view_size).clamp_(0.0, 1.0).contiguous()
 
     return make

@@ -71,7 +71,7 @@ class _Images(Dataset[Tensor]):
         self.size = size
 
     def __getitem__(self, indices: Sequence[int]) -> Tensor:
-        return self.dataset.load(list(indices), self.size)
+        return self.dataset.load(list(indices), self.size).contiguous()
 
 
 class TrainData:
@@ -116,7 +116,7 @@ class TrainData:
         n = len(self.dataset)
         logger.info("preloading %d images at %d px", n, self.size)
         chunks = [
-            self.dataset.load(list(range(i, min(n, i + PRELOAD_CHUNK))), self.size)
+            self.dataset.load(list(range(i, min(n, i + PRELOAD_CHUNK))), self.size).contiguous()
             for i in range(0, n, PRELOAD_CHUNK)
         ]
         return torch.cat(chunks)  # (n, 3, S, S) uint8
