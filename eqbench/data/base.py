@@ -116,14 +116,21 @@ def parallel_rows(fill: Callable[[range], None], n: int) -> None:
     For per-image work that PyTorch cannot batch (resizing crops of different sizes): each
     kernel call is too small for PyTorch's own intra-op threads to pay, so the images are
     shared out instead (strided, which balances large and small crops). ``fill`` must write
-    disjoint rows, so the result does not depend on the schedule. Exceptions propagate.
+    disjoint rows, so the result does not depend on the schedule. The caller's inference and
+    grad modes hold in the threads too; exceptions propagate.
     """
     workers = min(torch.get_num_threads(), n // MIN_ROWS_PER_THREAD)
     if workers <= 1:
         fill(range(n))
         return
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    def run(rows: range) -> None:  # autograd modes are per thread: carry the caller's over
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            fill(rows)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done in [pool.submit(fill, range(k, n, workers)) for k in range(workers)]:
+        for done in [pool.submit(run, range(k, n, workers)) for k in range(workers)]:
             done.result()
 
 
