@@ -3,17 +3,21 @@
 Prints:
 1. images/s of eqbench's feature extraction (data → views → encoder → pooled features, through
    :class:`FeatureStore`) against a bare forward of the same backbone at the same batch size on
-   the same views made beforehand (target: ratio ≥ 0.9), best of ``--repeats`` alternating runs
-   of each, with and without the background-thread prefetch, and the median of paired runs;
+   views made beforehand (target: ratio ≥ 0.9), with and without the background-thread prefetch.
+   The measurements alternate in short rounds (``--n`` images each, a fresh set of photo crops
+   for every extraction round), so the machine's speed, which drifts from second to second on
+   shared hardware, weighs on both alike; the ratio is that of the total times over all rounds,
+   with the median and range of the per-round ratios beside it;
 2. wall time of `eqbench eval --task synthetic` with a cold and a warm feature cache.
 
 Usage: python benchmarks/feature_extraction.py [--arch vit_tiny_patch16_224] [--size 64]
-       [--n 2048] [--batch-size 256] [--repeats 3] [--skip-group] [--group-set n_train=2000 ...]
+       [--n 1024] [--batch-size 256] [--rounds 12] [--skip-group] [--group-set n_train=2000 ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -34,27 +38,20 @@ def ready_batches(n: int, size: int, batch: int) -> list[torch.Tensor]:
 
 
 def bare_forward(encoder: torch.nn.Module, batches: list[torch.Tensor]) -> float:
-    """images/s of the encoder alone on ready-made batches (no data work, no bookkeeping)."""
+    """Seconds the encoder alone takes on ready-made batches (no data work, no bookkeeping)."""
     with torch.inference_mode():
-        encoder(batches[0])  # warm-up
         start = time.perf_counter()
         for x in batches:
             encoder(x)
-    return sum(len(x) for x in batches) / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
-def extraction(
-    encoder: torch.nn.Module, n: int, size: int, batch: int, prefetch: bool = False
-) -> float:
-    dataset = load_dataset("photos", "train", n=n, seed=0)
-    store = FeatureStore(
-        encoder, "bench", torch.device("cpu"), None, batch, show_progress=False, prefetch=prefetch
-    )
-    store.get(dataset, {"warm": 1}, view_batches(dataset, size, 2 * size))  # warm-up + photo decode
-    dataset = load_dataset("photos", "train", n=n, seed=1)
+def extraction(store: FeatureStore, n: int, size: int, seed: int) -> float:
+    """Seconds :meth:`FeatureStore.get` takes to encode ``n`` new photo crops (no cache hit)."""
+    dataset = load_dataset("photos", "train", n=n, seed=seed)
     start = time.perf_counter()
-    store.get(dataset, view_key(size, 2 * size, None, 1), view_batches(dataset, size, 2 * size))
-    return n / (time.perf_counter() - start)
+    store.get(dataset, view_key(size, 2 * size, None, seed), view_batches(dataset, size, 2 * size))
+    return time.perf_counter() - start
 
 
 def _fmt(values: list[float]) -> str:
@@ -88,9 +85,9 @@ def main() -> None:
     )
     parser.add_argument("--arch", default="vit_tiny_patch16_224")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--n", type=int, default=2048)
+    parser.add_argument("--n", type=int, default=1024, help="images per round")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--skip-group", action="store_true")
     parser.add_argument("--group-set", nargs="*", default=[])
     args = parser.parse_args()
@@ -98,24 +95,37 @@ def main() -> None:
     encoder = create_encoder(args.arch, img_size=args.size).eval()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{args.arch} at {args.size}px, batch {args.batch_size}"
+        f"{args.arch} at {args.size}px, batch {args.batch_size}, "
+        f"{args.rounds} rounds of {args.n} images"
     )
-    # alternate the two measurements and keep the best of each, so that a burst of load from
-    # elsewhere on the machine does not decide the ratio
     batches = ready_batches(args.n, args.size, args.batch_size)
-    bares, ours_all, threaded = [], [], []
-    for _ in range(args.repeats):
-        bares.append(bare_forward(encoder, batches))
-        ours_all.append(extraction(encoder, args.n, args.size, args.batch_size))
-        threaded.append(extraction(encoder, args.n, args.size, args.batch_size, prefetch=True))
-    bare, ours, ours_t = max(bares), max(ours_all), max(threaded)
-    paired = sorted(o / b for o, b in zip(ours_all, bares, strict=True))
-    print(f"bare forward:        {bare:8.1f} images/s  (runs: {_fmt(bares)})")
-    print(f"eqbench extraction:  {ours:8.1f} images/s  (runs: {_fmt(ours_all)})")
-    print(f"  with prefetch:     {ours_t:8.1f} images/s  (runs: {_fmt(threaded)})")
-    print(f"ratio (best of each): {ours / bare:.2f}  (target >= 0.90)")
-    print(f"  with prefetch:      {ours_t / bare:.2f}")
-    print(f"ratio (median of paired runs): {paired[len(paired) // 2]:.2f}")
+    cpu = torch.device("cpu")
+    stores = {
+        prefetch: FeatureStore(
+            encoder, "bench", cpu, None, args.batch_size, show_progress=False, prefetch=prefetch
+        )
+        for prefetch in (False, True)
+    }
+    bare_forward(encoder, batches[:1])  # warm-up: weights, allocator, photo decoding
+    for prefetch, store in stores.items():
+        extraction(store, args.batch_size, args.size, seed=10_000 + prefetch)
+    times: dict[str, list[float]] = {"bare": [], "ours": [], "prefetch": []}
+    for r in range(args.rounds):
+        times["bare"].append(bare_forward(encoder, batches))
+        times["ours"].append(extraction(stores[False], args.n, args.size, seed=2 + 2 * r))
+        times["prefetch"].append(extraction(stores[True], args.n, args.size, seed=3 + 2 * r))
+    images = args.n * args.rounds
+    rate = {k: images / sum(v) for k, v in times.items()}
+    runs = {k: [args.n / t for t in v] for k, v in times.items()}
+    labels = {"bare": "bare forward", "ours": "eqbench extraction", "prefetch": "  with prefetch"}
+    for key, label in labels.items():
+        print(f"{label + ':':20s} {rate[key]:8.1f} images/s  (rounds: {_fmt(runs[key])})")
+    for name, key in (("ratio", "ours"), ("  with prefetch", "prefetch")):
+        per_round = [b / o for b, o in zip(times["bare"], times[key], strict=True)]
+        print(
+            f"{name + ':':16s} {rate[key] / rate['bare']:.2f}  (target >= 0.90; per round median "
+            f"{statistics.median(per_round):.2f}, range {min(per_round):.2f}-{max(per_round):.2f})"
+        )
     if not args.skip_group:
         for ckpt in ("baseline:pixels", f"baseline:random:{args.arch}"):
             cold, warm = group_wall_time(ckpt, args.group_set)
