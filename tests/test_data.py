@@ -413,3 +413,21 @@ def test_uint8_resizing_is_within_one_grey_level_of_float(side: int) -> None:
     photo = images.permute(0, 2, 3, 1).contiguous()[0]  # (H, W, 3)
     view = photo[1:, 2:].permute(2, 0, 1)[None]
     assert torch.equal(resize_square(view, 64), resize_square(view.contiguous(), 64))
+    # written into a given buffer, in either layout, the values are the same
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = torch.empty((1, 3, 64, 64), dtype=torch.uint8).contiguous(memory_format=layout)
+        assert resize_square(view, 64, out=out) is out
+        assert torch.equal(out, resize_square(view, 64))
+    floats = torch.empty((3, 3, 64, 64))
+    resize_square(images.float(), 64, out=floats)
+    assert torch.equal(floats, resize_square(images.float(), 64))
+
+
+def test_resize_square_out_must_fit() -> None:
+    with pytest.raises(ValueError, match="expected"):
+        resize_square(
+            torch.zeros((2, 3, 10, 10), dtype=torch.uint8), 8, out=torch.empty(2, 3, 9, 9)
+        )
+    same = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    out = torch.empty((2, 3, 8, 8), dtype=torch.uint8)
+    assert torch.equal(resize_square(same, 8, out=out), same)

@@ -210,8 +210,8 @@ class PhotoCrops(ImageDataset):
         """Crops ``indices`` resized to ``size`` (uint8, channels-last memory).
 
         Each crop box is resized on its own (antialiased, uint8) straight into its row of a
-        ``(B, size, size, 3)`` buffer, the layout the resizing kernel produces, so no transposing
-        copy follows; rows are split over :func:`~eqbench.data.base.parallel_rows` threads.
+        ``(B, size, size, 3)`` buffer, the layout the resizing kernel produces, so no copy
+        follows; rows are split over :func:`~eqbench.data.base.parallel_rows` threads.
         Every row is computed on its own, so neither the order nor the threads change a value.
         """
         out = torch.empty((len(indices), size, size, 3), dtype=torch.uint8)
@@ -225,7 +225,7 @@ class PhotoCrops(ImageDataset):
                 top, left, side, label = rows[row]
                 photo = _photo_tensor(PHOTO_NAMES[label])
                 crop = photo[top : top + side, left : left + side].permute(2, 0, 1)[None]
-                out[row] = resize_square(crop, size)[0].permute(1, 2, 0)
+                resize_square(crop, size, out=out[row : row + 1].permute(0, 3, 1, 2))
 
         parallel_rows(fill, len(rows))
         return out.permute(0, 3, 1, 2)
