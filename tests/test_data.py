@@ -218,6 +218,16 @@ def test_imagefolder_reads_the_layout(tmp_path: Path) -> None:
         mean = image.float().mean(dim=(1, 2))
         expected = torch.tensor([(70 * label) % 256, 255 - (50 * label) % 256, 128.0])
         assert (mean - expected).abs().max() < 12
+    # Decoded over threads (40 files, 3 threads), the images are the same as one by one.
+    many = load_dataset(f"imagefolder:{make_imagefolder(tmp_path / 'many', 2, 20)}", "train")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        inline = many.load(range(40), 24)
+        torch.set_num_threads(3)
+        assert torch.equal(many.load(range(40), 24), inline)
+    finally:
+        torch.set_num_threads(threads)
     # The subset option keeps a seeded subset.
     sub = load_dataset(f"imagefolder:{root}", "train", n=5, seed=1)
     assert len(sub) == 5 and sub.digest() != train.digest()

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from eqbench.data.base import DATASETS, ImageDataset
+from eqbench.data.base import DATASETS, ImageDataset, parallel_rows
 from eqbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -174,8 +174,13 @@ class ImageFolder(ImageDataset):
 
     def load(self, indices: Sequence[int], size: int) -> Tensor:
         out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
-        for row, i in enumerate(indices):
-            out[row] = read_image(self.folder / self.files[i], size)
+        files = [self.folder / self.files[i] for i in indices]
+
+        def fill(rows: range) -> None:  # decoding releases the GIL: files decode side by side
+            for row in rows:
+                out[row] = read_image(files[row], size)
+
+        parallel_rows(fill, len(files))
         return out
 
     def fingerprint(self) -> dict[str, Any]:
