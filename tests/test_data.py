@@ -17,7 +17,7 @@ from fixtures import (
 )
 
 from eqbench.data import DATASETS, DESCRIPTIONS, ImageDataset, load_dataset, safe_pickle
-from eqbench.data.base import parallel_rows, resize_square, unit_float
+from eqbench.data.base import _head_plan, parallel_rows, resize_box, resize_square, unit_float
 from eqbench.data.photos import PHOTO_NAMES, TEST_PHOTOS, available_photos, load_photo
 from eqbench.errors import DatasetError
 
@@ -441,3 +441,42 @@ def test_resize_square_out_must_fit() -> None:
     same = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     out = torch.empty((2, 3, 8, 8), dtype=torch.uint8)
     assert torch.equal(resize_square(same, 8, out=out), same)
+
+
+@pytest.mark.parametrize(("size", "stop"), [(128, 96), (128, 128), (64, 48), (100, 75)])
+def test_resize_box_is_the_head_of_the_full_resize_for_every_side(size: int, stop: int) -> None:
+    """Computing only the head of a resize (fewer source pixels, explicit scale) changes no
+    value, for every source side from upscaling to 5x downscaling; both the shortcut and the
+    fallback of :func:`_head_plan` are exercised."""
+    rng = np.random.default_rng(size + stop)
+    sides = range(8, 5 * size, 2)
+    planned = 0
+    for side in sides:
+        photo = rng.integers(0, 256, (side + 9, side + 4, 3), dtype=np.uint8)
+        box = torch.from_numpy(photo[5 : 5 + side, 2 : 2 + side].copy()).permute(2, 0, 1)[None]
+        expected = resize_square(box, size)[..., :stop, :stop]
+        out = torch.empty((1, stop, stop, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+        resize_box(photo, 5, 2, side, size, out)
+        assert torch.equal(out, expected), side
+        planned += _head_plan(side, size, stop) is not None
+    if stop < size:  # most sides take the shortcut, some fall back (no exact scale argument)
+        assert 0.8 * len(sides) < planned < len(sides)
+    else:
+        assert planned == 0
+
+
+def test_load_window_is_the_centre_of_load() -> None:
+    photos = load_dataset("photos", "train", n=80, seed=4)
+    full = photos.load(range(80), 128)
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 3):
+            torch.set_num_threads(n_threads)
+            assert torch.equal(photos.load_window(range(80), 128, 64), full[..., 32:96, 32:96])
+        with torch.inference_mode():  # as the feature store calls it
+            assert torch.equal(photos.load_window(range(80), 128, 64), full[..., 32:96, 32:96])
+    finally:
+        torch.set_num_threads(threads)
+    digits = load_dataset("digits", "test")  # the generic form: load, then cut
+    centre = digits.load([0, 5], 40)[..., 10:30, 10:30]
+    assert torch.equal(digits.load_window([0, 5], 40, 20), centre)

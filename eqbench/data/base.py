@@ -8,8 +8,10 @@ each image (a photo, a file); train and test splits of the built-in data never s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +53,15 @@ class ImageDataset(ABC):
 
         The memory layout is the dataset's choice (resized images come channels-last); callers
         that need a compact NCHW tensor use :func:`unit_float` or ``.contiguous()``."""
+
+    def load_window(self, indices: Sequence[int], size: int, window: int) -> Tensor:
+        """The centre ``window × window`` of :meth:`load` ``(indices, size)``, value for value.
+
+        The synthetic protocols' identity view is the centre of a larger context image;
+        datasets that can compute it from fewer source pixels (the built-in photos) override
+        this. The memory layout is the dataset's choice, as for :meth:`load`."""
+        lo = (size - window) // 2
+        return self.load(indices, size)[..., lo : lo + window, lo : lo + window]
 
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
@@ -171,3 +182,85 @@ def resize_square(images: Tensor, size: int, out: Tensor | None = None) -> Tenso
     if images.dtype == torch.uint8:
         x = x.round().clamp(0, 255).to(torch.uint8)
     return x if out is None else out.copy_(x)
+
+
+@functools.cache
+def _head_plan(size_in: int, size_out: int, stop: int) -> tuple[int, float] | None:
+    """How to compute the first ``stop`` outputs of a ``size_in → size_out`` uint8 resize alone.
+
+    PyTorch's antialiased bilinear kernel gives output ``i`` the window of source pixels around
+    ``center = scale · (i + 0.5)`` (``scale = size_in / size_out``), clipped to the image, and
+    rounds the normalised weights to int16 at a precision set by the largest weight of the call
+    (``_compute_index_ranges_int16_weights`` in ATen's ``UpSampleKernel.cpp``, after PIL). So
+    resizing only the first ``extent`` source pixels to ``stop`` outputs, with the scale passed
+    explicitly, reproduces those outputs bit for bit when (a) ``extent`` reaches the end of the
+    last needed window and (b) the weights of the first ``stop`` outputs give the same precision
+    as all of them. This replays that arithmetic in double precision, in ATen's order, and
+    returns ``(extent, scale argument)``, or ``None`` when the shortcut would change a value or
+    save nothing. Tests check it against the full resize for every source size.
+    """
+    scale = size_in / size_out
+    support = scale if scale >= 1.0 else 1.0  # bilinear: interp_size 2, widened when shrinking
+    invscale = 1.0 / scale if scale >= 1.0 else 1.0
+    max_interp = math.ceil(support) * 2 + 1
+    center = scale * (np.arange(size_out) + 0.5)
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C casts truncate, as here
+    end = np.minimum((center + support + 0.5).astype(np.int64), size_in)
+    xsize = np.clip(end - xmin, 0, max_interp)
+    taps = np.arange(max_interp)
+    x = np.abs(((taps[None, :] + xmin[:, None]) - center[:, None] + 0.5) * invscale)
+    weights = np.where((x < 1.0) & (taps[None, :] < xsize[:, None]), 1.0 - x, 0.0)
+    total = np.zeros(size_out)
+    for j in range(max_interp):  # summed tap by tap, in ATen's order
+        total += weights[:, j]
+    peak = np.where(total != 0.0, weights.max(axis=1) / np.where(total != 0.0, total, 1.0), 0.0)
+    if _int16_precision(float(peak.max())) != _int16_precision(float(peak[:stop].max())):
+        return None
+    extent = int(end[:stop].max())
+    if extent == stop:  # the kernel skips a pass whose input and output sizes agree
+        extent += 1
+    if extent > size_in or (extent == size_in and stop == size_out):
+        return None
+    argument = size_out / size_in  # ATen takes 1 / argument as the scale: find an exact one
+    for _ in range(4):
+        if 1.0 / argument == scale:
+            return extent, argument
+        argument = math.nextafter(argument, math.inf if 1.0 / argument > scale else 0.0)
+    return None
+
+
+def _int16_precision(peak: float) -> int:
+    """Bits of the int16 weights ATen's uint8 resize uses for a largest weight ``peak``."""
+    bits = 0
+    while bits < 22 and int(0.5 + peak * (1 << (bits + 1))) < (1 << 15):
+        bits += 1
+    return bits
+
+
+def resize_box(photo: np.ndarray, top: int, left: int, side: int, size: int, out: Tensor) -> None:
+    """Resize a square box of a uint8 ``(H, W, C)`` image to ``size`` into ``out``, in place.
+
+    ``out`` is ``(1, C, stop, stop)`` with ``stop <= size`` (channels-last is written without a
+    copy) and receives the first ``stop`` rows and columns of
+    ``resize_square(box, size)``, value for value. When ``stop < size`` they are computed from
+    the top-left source pixels they need only (:func:`_head_plan`): a centre window of a
+    resize is the tail of such a head, so this serves the synthetic protocols' identity views,
+    which keep the centre quarter of their context image.
+
+    Made for :func:`parallel_rows` workers: the box is copied by numpy, on the calling thread,
+    where PyTorch would open an intra-op parallel region for a copy this size and so put more
+    threads than cores to work.
+    """
+    stop = out.shape[-1]
+    plan = _head_plan(side, size, stop) if stop < size else None
+    extent = side if plan is None else plan[0]
+    box = np.ascontiguousarray(photo[top : top + extent, left : left + extent])
+    pixels = torch.from_numpy(box).permute(2, 0, 1).unsqueeze(0)
+    if plan is not None:
+        torch.ops.aten._upsample_bilinear2d_aa.out(
+            pixels, [stop, stop], False, plan[1], plan[1], out=out
+        )
+    elif stop == size:
+        resize_square(pixels, size, out=out)
+    else:
+        out.copy_(resize_square(pixels, size)[..., :stop, :stop])

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eqbench.data.base import DATASETS, ImageDataset, parallel_rows, resize_square
+from eqbench.data.base import DATASETS, ImageDataset, parallel_rows, resize_box
 from eqbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -138,12 +138,6 @@ def load_photo(name: str) -> np.ndarray:
 
 
 @functools.cache
-def _photo_tensor(name: str) -> Tensor:
-    """Source photo ``name`` as an ``(H, W, 3)`` uint8 tensor (cached; crops are views of it)."""
-    return torch.from_numpy(load_photo(name).copy())
-
-
-@functools.cache
 def available_photos() -> tuple[str, ...]:
     """Names of the source photos that load offline here, in :data:`PHOTO_NAMES` order."""
     names = []
@@ -214,21 +208,35 @@ class PhotoCrops(ImageDataset):
         follows; rows are split over :func:`~eqbench.data.base.parallel_rows` threads.
         Every row is computed on its own, so neither the order nor the threads change a value.
         """
-        out = torch.empty((len(indices), size, size, 3), dtype=torch.uint8)
-        rows = [(*(int(v) for v in self.boxes[i]), int(self.labels[i])) for i in indices]
+        return self._resized(indices, size, size)
+
+    def load_window(self, indices: Sequence[int], size: int, window: int) -> Tensor:
+        """The centre ``window`` of :meth:`load` ``(indices, size)``, from the pixels it needs.
+
+        Each row is the head of the ``size`` resize up to the window's far edge
+        (:func:`~eqbench.data.base.resize_box`): for the synthetic identity view (the
+        centre 64 of a 128 context) about half the source pixels and half the output.
+        """
+        lo = (size - window) // 2
+        return self._resized(indices, size, lo + window)[..., lo:, lo:]
+
+    def _resized(self, indices: Sequence[int], size: int, stop: int) -> Tensor:
+        """The first ``stop`` rows and columns of crops ``indices`` resized to ``size``."""
+        out = torch.empty((len(indices), stop, stop, 3), dtype=torch.uint8)
+        rows = np.column_stack([self.boxes[indices], self.labels[indices]]).tolist()
         # photo by photo (then top to bottom): the crops of one photo overlap, so their pixels
         # are still in the CPU cache for the next crop (about 10 % faster than index order)
         order = sorted(range(len(rows)), key=lambda r: (rows[r][3], rows[r][0]))
+        photos = {label: load_photo(PHOTO_NAMES[label]) for label in {r[3] for r in rows}}
+        rows_out = out.permute(0, 3, 1, 2)
 
         def fill(span: range) -> None:
             for row in (order[k] for k in span):
                 top, left, side, label = rows[row]
-                photo = _photo_tensor(PHOTO_NAMES[label])
-                crop = photo[top : top + side, left : left + side].permute(2, 0, 1)[None]
-                resize_square(crop, size, out=out[row : row + 1].permute(0, 3, 1, 2))
+                resize_box(photos[label], top, left, side, size, rows_out[row : row + 1])
 
         parallel_rows(fill, len(rows))
-        return out.permute(0, 3, 1, 2)
+        return rows_out
 
     def fingerprint(self) -> dict[str, Any]:
         return {
