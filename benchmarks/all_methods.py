@@ -19,6 +19,7 @@ from pathlib import Path
 
 from baselines_science import checkpoint
 
+from eqbench.allocator import keep_freed_memory
 from eqbench.evaluate import EvalConfig, evaluate
 from eqbench.features.store import default_cache_dir
 from eqbench.methods import METHODS
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
     parser.add_argument("--methods", default=",".join(METHODS.names()))
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line does (eqbench.allocator)
 
     for method in (m.strip() for m in args.methods.split(",")):
         ckpt = checkpoint(method, args)

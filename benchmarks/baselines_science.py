@@ -21,6 +21,7 @@ import argparse
 import time
 from pathlib import Path
 
+from eqbench.allocator import keep_freed_memory
 from eqbench.evaluate import EvalConfig, evaluate
 from eqbench.features.store import default_cache_dir
 from eqbench.results.records import load_results
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/baselines"))
     parser.add_argument("--checks", default=",".join(CHECKS))
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line does (eqbench.allocator)
 
     rows = []
     ckpts: dict[str, Path] = {}

@@ -22,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from eqbench.allocator import keep_freed_memory
 from eqbench.checkpoints import load_model
 from eqbench.data.base import DatasetSpec
 from eqbench.features.store import FeatureStore
@@ -60,6 +61,7 @@ def main() -> None:
         help="which Mask R-CNN runs (separate processes can run them side by side)",
     )
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line does (eqbench.allocator)
     torch.set_num_threads(args.threads)
     random_spec = f"baseline:random:{args.arch}"
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from eqbench.allocator import keep_freed_memory
 from eqbench.backbones import create_encoder
 from eqbench.data import load_dataset
 from eqbench.features.store import FeatureStore
@@ -90,13 +91,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--skip-group", action="store_true")
     parser.add_argument("--group-set", nargs="*", default=[])
+    parser.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="leave glibc's allocator as it is (see eqbench.allocator), to measure the difference",
+    )
     args = parser.parse_args()
+    kept = False if args.glibc_defaults else keep_freed_memory()
     torch.manual_seed(0)
     encoder = create_encoder(args.arch, img_size=args.size).eval()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{args.arch} at {args.size}px, batch {args.batch_size}, "
-        f"{args.rounds} rounds of {args.n} images"
+        f"{args.rounds} rounds of {args.n} images, freed memory kept: {kept}"
     )
     batches = ready_batches(args.n, args.size, args.batch_size)
     cpu = torch.device("cpu")

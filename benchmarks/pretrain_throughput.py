@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from eqbench.allocator import keep_freed_memory
 from eqbench.backbones import create_encoder
 from eqbench.device import autocast, resolve_device
 from eqbench.methods import TrainBatch, build_method
@@ -130,6 +131,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the bare loop")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU bf16 dense peak")
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line does (eqbench.allocator)
 
     device = resolve_device(args.device)
     print(

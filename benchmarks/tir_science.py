@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eqbench.allocator import keep_freed_memory
 from eqbench.demo import DemoConfig, results_dir, run_demo
 from eqbench.features.store import default_cache_dir
 from eqbench.results.records import load_results
@@ -94,6 +95,7 @@ def main() -> None:
         help="print the table from the results already in --out (no pretraining or evaluation)",
     )
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line does (eqbench.allocator)
 
     models = tuple(m.strip() for m in args.models.split(","))
     rows: dict[str, list[dict[str, float]]] = defaultdict(list)

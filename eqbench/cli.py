@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from eqbench.allocator import keep_freed_memory
 from eqbench.errors import EqbenchError
 from eqbench.zoo import FORMAT_NAMES
 
@@ -52,6 +53,7 @@ def main(verbose: int) -> None:
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False)],
     )
+    keep_freed_memory()  # CPU forward passes stop re-faulting their activations (eqbench.allocator)
 
 
 # ---------------------------------------------------------------------------------------------- ls

@@ -142,4 +142,7 @@ def pretrain_command(
 
 
 if __name__ == "__main__":  # pragma: no cover  (torchrun -m eqbench.train.cli ...)
+    from eqbench.allocator import keep_freed_memory
+
+    keep_freed_memory()
     pretrain_command()

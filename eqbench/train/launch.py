@@ -87,7 +87,10 @@ class PretrainJob:
 
     def __call__(self) -> str:
         submitit = _submitit()
+        from eqbench.allocator import keep_freed_memory
         from eqbench.train.engine import pretrain
+
+        keep_freed_memory()
 
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:
