@@ -62,7 +62,7 @@ class FeatureStore:
         batch_size: images per forward pass.
         show_progress: draw a rich progress bar while encoding.
         prefetch: on the CPU, make the next batch in a background thread during the forward
-            pass; it pays only where the forward leaves cores idle (on 2 cores it is ~5 %
+            pass; it pays only where the forward leaves cores idle (on 2 cores it is ~10 %
             slower, ``benchmarks/feature_extraction.py``). On CUDA the next batch is always made
             while the GPU works.
     """
