@@ -82,6 +82,7 @@ def test_photo_crops_are_seeded() -> None:
     assert torch.equal(big.load(range(20), 32), xa)  # crop i does not depend on n
     assert a.digest() == b.digest() != c.digest()
     assert torch.equal(a.load([5, 2], 32), xa[[5, 2]])  # per index, whatever the batch
+    assert torch.equal(a.load((5, 2), 32), xa[[5, 2]])  # any sequence of indices
 
 
 def test_photo_crop_shape_and_scale() -> None:

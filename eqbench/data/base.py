@@ -60,8 +60,7 @@ class ImageDataset(ABC):
         The synthetic protocols' identity view is the centre of a larger context image;
         datasets that can compute it from fewer source pixels (the built-in photos) override
         this. The memory layout is the dataset's choice, as for :meth:`load`."""
-        lo = (size - window) // 2
-        return self.load(indices, size)[..., lo : lo + window, lo : lo + window]
+        return center_crop(self.load(indices, size), window)
 
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
@@ -143,6 +142,13 @@ def parallel_rows(fill: Callable[[range], None], n: int) -> None:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for done in [pool.submit(run, range(k, n, workers)) for k in range(workers)]:
             done.result()
+
+
+def center_crop(images: Tensor, size: int) -> Tensor:
+    """Centre ``size × size`` crop of a ``(B, C, H, W)`` batch (a view)."""
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size]
 
 
 def unit_float(images: Tensor) -> Tensor:

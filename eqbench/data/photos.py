@@ -223,7 +223,8 @@ class PhotoCrops(ImageDataset):
     def _resized(self, indices: Sequence[int], size: int, stop: int) -> Tensor:
         """The first ``stop`` rows and columns of crops ``indices`` resized to ``size``."""
         out = torch.empty((len(indices), stop, stop, 3), dtype=torch.uint8)
-        rows = np.column_stack([self.boxes[indices], self.labels[indices]]).tolist()
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        rows = np.column_stack([self.boxes[index], self.labels[index]]).tolist()
         # photo by photo (then top to bottom): the crops of one photo overlap, so their pixels
         # are still in the CPU cache for the next crop (about 10 % faster than index order)
         order = sorted(range(len(rows)), key=lambda r: (rows[r][3], rows[r][0]))

@@ -15,17 +15,10 @@ from typing import Any
 
 from torch import Tensor
 
-from eqbench.data.base import ImageDataset, unit_float
+from eqbench.data.base import ImageDataset, center_crop, unit_float
 from eqbench.errors import ConfigError
 from eqbench.features.store import BatchFn
 from eqbench.transforms.base import Transformation
-
-
-def center_crop(images: Tensor, size: int) -> Tensor:
-    """Centre ``size × size`` crop of a ``(B, C, H, W)`` batch."""
-    h, w = images.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[..., top : top + size, left : left + size]
 
 
 def context_size(view_size: int, ratio: float, transforms: Sequence[Transformation]) -> int:
