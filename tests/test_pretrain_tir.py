@@ -160,3 +160,94 @@ def test_reconstruction_loss_falls_on_a_fixed_batch() -> None:
         recon.append(out["recon"].item())
     assert recon[-1] < 0.75 * recon[0]
     assert min(recon[-5:]) < min(recon[:5])
+
+
+def test_reconstruction_loss_is_the_squared_norm_per_image() -> None:
+    """Paper Eq. 3–4: (1/K) Σ_k (1/B) Σ_b ‖û_k,b − u_k,b‖², summed over channels and pixels."""
+    method = build()
+    batch = TrainBatch(images(), torch.Generator().manual_seed(0))
+    out = method.training_step(batch)
+    # recompute by hand from the same views and the same token features
+    views = method.views(TrainBatch(images(), torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        features = method.encoder(torch.cat([views.v1, views.v2]))
+        _, z_equi = method.split(features.patch)
+        pair = torch.cat(z_equi.chunk(2), dim=-1)
+        per_target = []
+        for decoder, target in zip(method.decoders, views.targets, strict=True):
+            prediction = decoder(pair, features.grid, (IMG, IMG))
+            norms = [
+                float(torch.linalg.vector_norm(p - method.encoder.normalize(t)) ** 2)
+                for p, t in zip(prediction, target, strict=True)
+            ]
+            per_target.append(sum(norms) / len(norms))
+    assert out["recon_1"].item() == pytest.approx(per_target[0], rel=1e-4)
+    assert out["recon_2"].item() == pytest.approx(per_target[1], rel=1e-4)
+    assert out["recon"].item() == pytest.approx(sum(per_target) / 2, rel=1e-4)
+    # the per-pixel mean is kept as a named option: C·H·W times smaller
+    mean = build(recon_reduction="mean").training_step(
+        TrainBatch(images(), torch.Generator().manual_seed(0))
+    )
+    assert mean["recon"].item() == pytest.approx(sum(per_target) / 2 / (3 * IMG * IMG), rel=1e-4)
+    with pytest.raises(ConfigError, match="recon_reduction"):
+        build(recon_reduction="pixel")
+
+
+def _encoder_grad_norms(method: Any, out: dict[str, torch.Tensor]) -> tuple[float, float]:
+    params = [p for p in method.encoder.parameters() if p.requires_grad]
+    norms = []
+    for loss in (out["ssl"], out["loss"] - out["ssl"]):
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        norms.append(float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))))
+    return norms[0], norms[1]
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_reconstruction_gradient_share_with_the_shipped_config(reduction: str) -> None:
+    """At initialisation, with ``tir_vicreg_photos_cpu`` (ViT-Ti/16, 64 px), reconstruction drives
+    a large share of the encoder's gradient; the old per-pixel mean left it ~4000x weaker."""
+    from eqbench.data import load_dataset
+    from eqbench.train import load_pretrain_config
+
+    torch.manual_seed(0)
+    cfg = load_pretrain_config(
+        "tir_vicreg_photos_cpu", {"method_options.recon_reduction": reduction}
+    )
+    encoder = create_encoder(cfg.backbone, img_size=cfg.img_size, **cfg.backbone_options)
+    method = build_method(cfg.method, encoder, cfg.img_size, cfg.method_options)
+    data = load_dataset("photos", "train", n=16, seed=0).load(list(range(16)), cfg.img_size)
+    out = method.training_step(TrainBatch(data, torch.Generator().manual_seed(0), 0, True))
+    ssl, recon = _encoder_grad_norms(method, out)
+    share = recon / (ssl + recon)
+    logged = float(out["recon_grad_share"])
+    if reduction == "sum":  # measured: 0.82 on the parameters, 0.59 on the tokens (batch 64)
+        assert share > 0.5 and logged > 0.3
+    else:  # measured: 4e-4 and 1e-4
+        assert share < 0.01 and logged < 0.01
+
+
+def test_gradient_share_is_logged_only_at_diagnostic_steps_and_leaves_the_loss() -> None:
+    method = build()
+    plain = method.training_step(TrainBatch(images(), torch.Generator().manual_seed(0)))
+    logged = method.training_step(TrainBatch(images(), torch.Generator().manual_seed(0), 0, True))
+    assert "recon_grad_share" not in plain
+    assert 0.0 < float(logged["recon_grad_share"]) < 1.0
+    torch.testing.assert_close(plain["loss"], logged["loss"])
+    assert all(p.grad is None for p in method.parameters())  # no gradient left behind
+    # by hand: the norms of the two losses' gradients on the patch tokens
+    views = method.views(TrainBatch(images(), torch.Generator().manual_seed(0)))
+    features = method.encoder(torch.cat([views.v1, views.v2]))
+    tokens = features.patch
+    z_inv, z_equi = method.split(tokens)
+    g1, g2 = z_inv.mean(dim=1).chunk(2)
+    ssl = method.objective(g1, g2)["loss"]
+    e1, e2 = z_equi.chunk(2)
+    from eqbench.methods.tir import reconstruction_losses
+
+    recon = reconstruction_losses(
+        method.decoders, e1, e2, features.grid, views.targets, method.normalise_target
+    )["recon"]
+    (n_ssl,) = torch.autograd.grad(ssl, tokens, retain_graph=True)
+    (n_rec,) = torch.autograd.grad(recon, tokens)
+    expected = n_rec.norm() / (n_ssl.norm() + n_rec.norm())
+    assert float(logged["recon_grad_share"]) == pytest.approx(float(expected), rel=1e-4)

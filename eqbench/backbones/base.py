@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eqbench.errors import ConfigError
 from eqbench.registry import Registry
 
-FeatureKind = Literal["cls", "avgpool", "cls+avgpool"]
-FEATURE_KINDS: tuple[str, ...] = ("cls", "avgpool", "cls+avgpool")
+FeatureKind = Literal["cls", "avgpool", "cls+avgpool", "grid"]
+FEATURE_KINDS: tuple[str, ...] = ("cls", "avgpool", "cls+avgpool", "grid")
+#: ``k`` of the ``grid`` feature: the patch-token map average-pooled to ``k × k`` cells.
+GRID_SIZE = 2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,7 +44,12 @@ class Features:
 
     def pooled(self, kind: FeatureKind | str = "cls") -> Tensor:
         """The global feature ``(B, D')``: ``cls`` (mean patch token if there is no CLS),
-        ``avgpool`` (mean patch token) or ``cls+avgpool`` (both, concatenated)."""
+        ``avgpool`` (mean patch token), ``cls+avgpool`` (both, concatenated) or ``grid`` (the
+        patch-token map average-pooled to ``GRID_SIZE × GRID_SIZE`` cells and flattened
+        channel-major, ``(B, D·k²)``: a mean over all positions cancels what a rotation moves
+        between positions, a coarse grid keeps where it went)."""
+        if kind == "grid":
+            return self.grid_pooled(GRID_SIZE)
         mean = self.patch.mean(dim=1)
         if kind == "avgpool":
             return mean
@@ -51,6 +59,14 @@ class Features:
         if kind == "cls+avgpool":
             return torch.cat([cls, mean], dim=-1)
         raise ValueError(f"unknown feature kind {kind!r}; use one of {FEATURE_KINDS}")
+
+    def grid_pooled(self, k: int) -> Tensor:
+        """Patch tokens as a map ``(B, D, h, w)``, average-pooled to ``(B, D, k, k)`` (PyTorch's
+        adaptive bins), flattened to ``(B, D·k²)``."""
+        h, w = self.grid
+        batch, _, dim = self.patch.shape
+        grid_map = self.patch.transpose(1, 2).reshape(batch, dim, h, w)  # (B, D, h, w)
+        return F.adaptive_avg_pool2d(grid_map.float(), k).flatten(1).to(self.patch.dtype)
 
 
 class Encoder(nn.Module):

@@ -6,8 +6,8 @@ seed) and :data:`FEATURE_FORMAT`. So a task group that asks for the same images 
 synthetic probes and the invariance scores share every pair) encodes them once, and a second run
 reads them back from disk.
 
-Features are stored as safetensors (no pickle): ``cls`` and ``avgpool`` ``(N, D)`` float32, plus
-the transformation parameters ``params`` ``(N, P)`` when there are any.
+Features are stored as safetensors (no pickle): ``cls`` and ``avgpool`` ``(N, D)`` and ``grid``
+``(N, D·k²)`` float32, plus the transformation parameters ``params`` ``(N, P)`` when there are any.
 """
 
 from __future__ import annotations
@@ -29,14 +29,18 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from eqbench.atomic import write_with
-from eqbench.backbones.base import Encoder, Features
+from eqbench.backbones.base import FEATURE_KINDS, Encoder, Features
 from eqbench.data.base import ImageDataset
 from eqbench.device import autocast
+from eqbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 #: Bump when the extraction itself changes (cropping, pooling, dtype), invalidating old caches.
-FEATURE_FORMAT = 2  # 2: uint8 antialiased resizing of the source images
+FEATURE_FORMAT = 3  # 2: uint8 antialiased resizing of the source images; 3: the grid feature
+
+#: The features every cache entry holds (``cls+avgpool`` is made from two of them).
+STORED_KINDS = ("cls", "avgpool", "grid")
 
 #: ``indices -> float images (B, 3, S, S) in [0, 1]`` on the CPU.
 BatchFn = Callable[[Sequence[int]], Tensor]
@@ -115,7 +119,7 @@ class FeatureStore:
     ) -> dict[str, Tensor]:
         """Features of every image of ``dataset`` as produced by ``make_batch``.
 
-        Returns a dict with ``cls`` and ``avgpool`` ``(N, D)`` float32 tensors (and ``extra``,
+        Returns a dict with ``cls``, ``avgpool`` and ``grid`` float32 tensors (and ``extra``,
         stored alongside). ``what`` must describe everything ``make_batch`` does to the images.
         """
         key = self.key(dataset, what)
@@ -219,8 +223,7 @@ class FeatureStore:
     @torch.inference_mode()
     def _encode(self, dataset: ImageDataset, make_batch: BatchFn, label: str) -> dict[str, Tensor]:
         n = len(dataset)
-        cls_parts: list[Tensor] = []
-        avg_parts: list[Tensor] = []
+        parts: dict[str, list[Tensor]] = {kind: [] for kind in STORED_KINDS}
         start = time.perf_counter()
         with Progress(
             TextColumn("[bold]encode[/] {task.description}"),
@@ -232,12 +235,12 @@ class FeatureStore:
         ) as progress:
             bar = progress.add_task(label or dataset.name, total=n)
             for count, out in self._forward_batches(make_batch, n):
-                cls_parts.append(out.pooled("cls").float().cpu())
-                avg_parts.append(out.pooled("avgpool").float().cpu())
+                for kind in STORED_KINDS:
+                    parts[kind].append(out.pooled(kind).float().cpu())
                 progress.advance(bar, count)
         self.images_encoded += n
         log.info("encoded %d images (%s) in %.1fs", n, label, time.perf_counter() - start)
-        return {"cls": torch.cat(cls_parts), "avgpool": torch.cat(avg_parts)}
+        return {kind: torch.cat(chunks) for kind, chunks in parts.items()}
 
 
 def _patch_map(out: Features) -> Tensor:
@@ -247,9 +250,20 @@ def _patch_map(out: Features) -> Tensor:
 
 
 def select_feature(feats: dict[str, Tensor], kind: str) -> Tensor:
-    """The ``cls`` / ``avgpool`` / ``cls+avgpool`` feature matrix from a cached entry."""
+    """The ``cls`` / ``avgpool`` / ``cls+avgpool`` / ``grid`` feature matrix from a cached
+    entry."""
     if kind == "cls+avgpool":
         return torch.cat([feats["cls"], feats["avgpool"]], dim=1)
-    if kind in ("cls", "avgpool"):
+    if kind in STORED_KINDS:
         return feats[kind]
-    raise ValueError(f"unknown feature kind {kind!r}")
+    raise ValueError(f"unknown feature kind {kind!r}; use one of {FEATURE_KINDS}")
+
+
+def check_feature(feature: str, where: str) -> None:
+    """Raise :class:`ConfigError` unless ``feature`` is ``auto`` or one of
+    :data:`~eqbench.backbones.base.FEATURE_KINDS`."""
+    if feature not in ("auto", *FEATURE_KINDS):
+        raise ConfigError(
+            f"{where}: unknown feature {feature!r}; choose auto (the feature an eqbench "
+            f"checkpoint's method trained, else cls) or one of {', '.join(FEATURE_KINDS)}."
+        )

@@ -41,11 +41,14 @@ class TrainBatch:
             seeds it from ``(seed, step, rank)``, so a step's views never depend on the past.
         step: 0-based optimisation step, for methods with their own schedules (DINO's teacher
             temperature warm-up).
+        diagnostics: ``True`` at the engine's log steps: a method may then add costlier
+            diagnostics to its output (TIR's ``recon_grad_share``); they never change the loss.
     """
 
     images: Tensor
     generator: torch.Generator
     step: int = 0
+    diagnostics: bool = False
 
 
 class Objective(nn.Module, ABC):

@@ -16,13 +16,20 @@ views feeds the base objective in place of the backbone output. ``z_equi`` of bo
 (gradients through both) is concatenated per token, ``(B, N, 2·d_equi)``, and decoded by ``K``
 independent decoders (:class:`TIRDecoder`) into the ``K`` targets.
 
-Loss: ``L = L_SSL + λ·(1/K) Σ_k MSE(û_k, u_k)`` with ``λ = 1``.
+Loss (paper Eq. 3–4): ``L = L_SSL + λ·L_recon`` with ``L_recon = (1/K) Σ_k ‖û_k − u_k‖²``, the
+squared L2 norm of each image's difference (summed over channels and pixels), averaged over the
+batch, and ``λ = 1`` (the paper reports ``λ > 5`` as unstable, which fits a loss on this scale).
+``recon_reduction: mean`` keeps the per-pixel mean instead (an earlier eqbench default): at
+initialisation its gradient on the encoder is thousands of times smaller than the SSL loss's, so
+TIR then trains like its matched control. At log steps the method reports ``recon_grad_share``,
+``‖∇L_rec‖ / (‖∇L_SSL‖ + ‖∇L_rec‖)`` (``L_rec`` weighted by ``λ``) for the gradients reaching the
+backbone's patch tokens, i.e. the share of the encoder's gradient that reconstruction drives.
 
 **eqbench defaults** (the paper leaves them open): ``d_patch`` = the backbone width ``D``;
 ``d_equi = d_patch / 2`` when the base is VICReg, ``d_patch / 4`` otherwise; decoders map each
 token to a ``p×p×16`` patch, fold to ``(16, H, W)`` and apply four 3×3 convs with GELU between,
 ending in 3 channels; targets are normalised with the encoder's input mean/std
-(``target_norm="encoder"``) and the MSE is the mean over pixels. With ``recon_weight: 0`` the
+(``target_norm="encoder"``). With ``recon_weight: 0`` the
 decoders are skipped: the matched control (same transformed second view, no reconstruction).
 """
 
@@ -55,6 +62,8 @@ from eqbench.transforms import Transformation, build_transform
 #: Base methods whose own augmentation defaults differ from VICReg's.
 AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {"simclr": SIMCLR_AUGMENT}
 TARGET_NORMS = ("encoder", "none")
+#: ``sum``: ‖û − u‖² per image, mean over the batch (paper Eq. 3–4); ``mean``: per-pixel mean.
+RECON_REDUCTIONS = ("sum", "mean")
 
 
 @dataclass
@@ -70,6 +79,8 @@ class TIROptions:
         recon_weight: ``λ`` (paper: 1; above 5 was unstable). 0 skips the decoders.
         decoder_channels: ``c``, channels of the decoders' feature maps (default 16).
         target_norm: ``encoder`` (normalise targets with the encoder's mean/std) or ``none``.
+        recon_reduction: ``sum`` (paper Eq. 3–4: squared L2 norm per image, mean over the
+            batch) or ``mean`` (per-pixel mean, ``C·H·W`` times weaker).
         augment: overrides of the base method's augmentations (A1, A2).
     """
 
@@ -81,6 +92,7 @@ class TIROptions:
     recon_weight: float = 1.0
     decoder_channels: int = 16
     target_norm: str = "encoder"
+    recon_reduction: str = "sum"
     augment: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,6 +104,11 @@ class TIROptions:
             raise ConfigError("TIR decoder_channels must be >= 1.")
         if self.target_norm not in TARGET_NORMS:
             raise ConfigError(f"TIR target_norm must be one of {TARGET_NORMS}.")
+        if self.recon_reduction not in RECON_REDUCTIONS:
+            raise ConfigError(
+                f"TIR recon_reduction must be one of {RECON_REDUCTIONS}, "
+                f"got {self.recon_reduction!r}."
+            )
 
 
 @dataclass
@@ -197,6 +214,21 @@ def transform_and_targets(
     return transform.apply(u, theta), targets
 
 
+def reconstruction_error(prediction: Tensor, target: Tensor, reduction: str = "sum") -> Tensor:
+    """One target's reconstruction loss for predictions and targets ``(B, 3, S, S)``.
+
+    ``sum``: ``(1/B) Σ_b ‖û_b − u_b‖²``, the squared L2 norm of each image's difference summed
+    over channels and pixels, averaged over the batch (Wang et al., arXiv 2503.18753, Eq. 3–4);
+    ``mean``: the per-pixel mean squared error, ``1/(3·S·S)`` of that.
+    """
+    squared = (prediction.float() - target.float()).pow(2)  # (B, 3, S, S)
+    if reduction == "sum":
+        return squared.flatten(1).sum(dim=1).mean()
+    if reduction == "mean":
+        return squared.mean()
+    raise ConfigError(f"Unknown reconstruction reduction {reduction!r}; use {RECON_REDUCTIONS}.")
+
+
 def reconstruction_losses(
     decoders: nn.ModuleList,
     e1: Tensor,
@@ -204,8 +236,9 @@ def reconstruction_losses(
     grid: tuple[int, int],
     targets: list[Tensor],
     normalise: Callable[[Tensor], Tensor],
+    reduction: str = "sum",
 ) -> dict[str, Tensor]:
-    """``{"recon_k": MSE(û_k, u_k), "recon": (1/K) Σ_k recon_k}``.
+    """``{"recon_k": ‖û_k − u_k‖², "recon": (1/K) Σ_k recon_k}`` (:func:`reconstruction_error`).
 
     Args:
         decoders: the ``K`` :class:`TIRDecoder`.
@@ -214,6 +247,7 @@ def reconstruction_losses(
         grid: the token grid ``(h, w)``.
         targets: the ``K`` target images ``(B, 3, S, S)`` in [0, 1].
         normalise: maps a target into the space the decoders predict.
+        reduction: ``sum`` (paper) or ``mean`` (per pixel).
     """
     pair = torch.cat([e1, e2], dim=-1)  # (B, N, 2·d_equi)
     size = (targets[0].shape[-2], targets[0].shape[-1])
@@ -221,11 +255,27 @@ def reconstruction_losses(
     terms = []
     for k, (decoder, target) in enumerate(zip(decoders, targets, strict=True)):
         prediction = decoder(pair, grid, size)  # (B, 3, S, S)
-        term = F.mse_loss(prediction.float(), normalise(target))
+        term = reconstruction_error(prediction, normalise(target), reduction)
         out[f"recon_{k + 1}"] = term
         terms.append(term)
     out["recon"] = torch.stack(terms).mean()
     return out
+
+
+def recon_grad_share(ssl: Tensor, weighted_recon: Tensor, tokens: Tensor) -> Tensor:
+    """``‖∇_t λL_rec‖ / (‖∇_t L_SSL‖ + ‖∇_t λL_rec‖)`` for the backbone's output tokens ``t``.
+
+    A cheap estimate (backward through the heads and decoders only, at log steps) of how much of
+    the encoder's gradient comes from reconstruction: every encoder parameter's gradient is the
+    same backward pass applied to these token gradients. Leaves no gradient in ``.grad``.
+    """
+    if not tokens.requires_grad:
+        return torch.full((), float("nan"), device=tokens.device)
+    g_ssl = torch.autograd.grad(ssl, tokens, retain_graph=True, allow_unused=True)[0]
+    g_rec = torch.autograd.grad(weighted_recon, tokens, retain_graph=True, allow_unused=True)[0]
+    n_ssl = g_ssl.float().norm() if g_ssl is not None else tokens.new_zeros(()).float()
+    n_rec = g_rec.float().norm() if g_rec is not None else tokens.new_zeros(()).float()
+    return (n_rec / (n_ssl + n_rec).clamp_min(1e-30)).detach()
 
 
 class TIR(Method):
@@ -252,6 +302,7 @@ class TIR(Method):
         self.num_targets = opts.num_targets
         self.recon_weight = opts.recon_weight
         self.target_norm = opts.target_norm
+        self.recon_reduction = opts.recon_reduction
         self.transform = build_tir_transform(opts, img_size, where)
         augment_config = build_augment_config(opts.augment, AUGMENT_DEFAULTS.get(base))
         self.augment = TwoViewAugment(augment_config, img_size)
@@ -311,10 +362,19 @@ class TIR(Method):
             return out
         e1, e2 = z_equi.chunk(2)  # (B, N, d_equi) each
         recon = reconstruction_losses(
-            self.decoders, e1, e2, features.grid, views.targets, self.normalise_target
+            self.decoders,
+            e1,
+            e2,
+            features.grid,
+            views.targets,
+            self.normalise_target,
+            self.recon_reduction,
         )
         out.update(recon)
-        out["loss"] = ssl["loss"] + self.recon_weight * recon["recon"]
+        weighted = self.recon_weight * recon["recon"]
+        if batch.diagnostics:
+            out["recon_grad_share"] = recon_grad_share(ssl["loss"], weighted, features.patch)
+        out["loss"] = ssl["loss"] + weighted
         return out
 
     def normalise_target(self, target: Tensor) -> Tensor:

@@ -38,6 +38,7 @@ from eqbench.methods.tir import (
     TIRDecoder,
     TIROptions,
     build_tir_transform,
+    recon_grad_share,
     reconstruction_losses,
     resolve_split,
     transform_and_targets,
@@ -102,6 +103,9 @@ class TIRDistillation(SelfDistillation):
         self.num_targets = tir.num_targets
         self.recon_weight = tir.recon_weight
         self.target_norm = tir.target_norm
+        self.recon_reduction = tir.recon_reduction
+        #: the student's backbone patch tokens of the current step (for ``recon_grad_share``)
+        self._student_tokens: Tensor | None = None
         self.transform = build_tir_transform(tir, img_size, where)
         self.decoders = nn.ModuleList(
             TIRDecoder(2 * d_equi, encoder.patch_size, tir.decoder_channels)
@@ -136,6 +140,8 @@ class TIRDistillation(SelfDistillation):
         self, modules: Mapping[str, nn.Module], features: Features
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Mean-pooled ``z_inv``, per-token ``z_inv`` and ``z_equi`` of the patch tokens."""
+        if features.patch.requires_grad and self._student_tokens is None:
+            self._student_tokens = features.patch  # the student's global crops (encoded first)
         z_inv, z_equi = self.split(modules["token_head"](features.patch))  # (M, N, ·)
         return z_inv.mean(dim=1), z_inv, z_equi
 
@@ -152,7 +158,10 @@ class TIRDistillation(SelfDistillation):
         return self.encoder.normalize(target) if self.target_norm == "encoder" else target
 
     def training_step(self, batch: TrainBatch) -> dict[str, Tensor]:
-        """``L_DINO/iBOT(z_inv) + λ·L_recon(z_equi(v1), z_equi(v2))``, with the parts."""
+        """``L_DINO/iBOT(z_inv) + λ·L_recon(z_equi(v1), z_equi(v2))``, with the parts.
+
+        ``recon_grad_share`` (log steps) is measured on the student's global-crop tokens."""
+        self._student_tokens = None
         crops = self.crops(batch)
         out, student = self.distill(crops, batch)
         out["ssl"] = out["loss"]
@@ -161,10 +170,20 @@ class TIRDistillation(SelfDistillation):
         assert student.equi is not None
         e1, e2 = student.equi.chunk(2)  # (B, N, d_equi) each
         recon = reconstruction_losses(
-            self.decoders, e1, e2, student.grid, crops.targets, self.normalise_target
+            self.decoders,
+            e1,
+            e2,
+            student.grid,
+            crops.targets,
+            self.normalise_target,
+            self.recon_reduction,
         )
         out.update(recon)
-        out["loss"] = out["ssl"] + self.recon_weight * recon["recon"]
+        weighted = self.recon_weight * recon["recon"]
+        if batch.diagnostics and self._student_tokens is not None:
+            out["recon_grad_share"] = recon_grad_share(out["ssl"], weighted, self._student_tokens)
+        self._student_tokens = None
+        out["loss"] = out["ssl"] + weighted
         return out
 
 

@@ -17,7 +17,7 @@ from eqbench.data.base import ImageDataset
 from eqbench.errors import DatasetError
 from eqbench.eval.knn import knn_classify
 from eqbench.eval.linear import logistic_regression_probe
-from eqbench.features.store import select_feature
+from eqbench.features.store import check_feature, select_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 from eqbench.protocols.views import view_batches, view_key
 
@@ -27,11 +27,14 @@ class KnnConfig:
     """Options of the kNN task (DINO defaults)."""
 
     image_size: int = 64
-    feature: str = "cls"
+    feature: str = "auto"
     ks: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
     temperature: float = 0.07
     n_train: int | None = None
     n_test: int | None = None
+
+    def __post_init__(self) -> None:
+        check_feature(self.feature, "kNN task")
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class LinearConfig:
     """Options of the linear-probe task."""
 
     image_size: int = 64
-    feature: str = "cls"
+    feature: str = "auto"
     c_min_log10: float = -6.0
     c_max_log10: float = 5.0
     c_steps: int = 45
@@ -47,6 +50,9 @@ class LinearConfig:
     max_iter: int = 1000
     n_train: int | None = None
     n_test: int | None = None
+
+    def __post_init__(self) -> None:
+        check_feature(self.feature, "linear-probe task")
 
 
 def encode_split(

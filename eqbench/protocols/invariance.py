@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eqbench.eval.invariance import invariance_score
+from eqbench.features.store import check_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 from eqbench.protocols.transform_prediction import TransformPredictionConfig, encode_pairs
 
@@ -25,7 +26,10 @@ class InvarianceConfig:
     n_test: int = 2000
     image_size: int = 64
     context_ratio: float = 2.0
-    feature: str = "cls"
+    feature: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_feature(self.feature, "invariance task")
 
 
 @PROTOCOLS.register("invariance")

@@ -18,7 +18,7 @@ import torch
 
 from eqbench.errors import ConfigError
 from eqbench.eval.probes import ProbeConfig, ProbeKind, fit_classification, fit_regression
-from eqbench.features.store import select_feature
+from eqbench.features.store import check_feature, select_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, generator
 from eqbench.protocols.views import context_size, view_batches, view_key
 from eqbench.transforms import Transformation, build_transform
@@ -36,8 +36,9 @@ class TransformPredictionConfig:
         n_train / n_test: number of image pairs per split (synthetic pairs are free).
         image_size: side of the views fed to the encoder.
         context_ratio: context side / view side; views are cut from the transformed context.
-        feature: ``cls``, ``avgpool``, ``cls+avgpool``, or ``auto`` (the feature an eqbench
-            checkpoint's method trained, else ``cls``; resolved before the task runs).
+        feature: ``auto`` (default: the feature an eqbench checkpoint's method trained, else
+            ``cls``; resolved before the task runs), ``cls``, ``avgpool``, ``cls+avgpool`` or
+            ``grid`` (the patch-token map pooled to 2×2 cells, flattened).
         input: ``pair`` (concat f(I), f(g I)) or ``transformed`` (f(g I) alone: absolute variant).
         probe_seeds: number of probe seeds; metrics are mean ± std over them.
         hidden: MLP hidden widths.
@@ -51,7 +52,7 @@ class TransformPredictionConfig:
     n_test: int = 2000
     image_size: int = 64
     context_ratio: float = 2.0
-    feature: str = "cls"
+    feature: str = "auto"
     input: str = "pair"
     probe_seeds: int = 3
     hidden: list[int] = field(default_factory=lambda: [512, 512])
@@ -60,10 +61,7 @@ class TransformPredictionConfig:
     val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.feature not in ("cls", "avgpool", "cls+avgpool", "auto"):
-            raise ValueError(
-                f"feature must be cls, avgpool, cls+avgpool or auto, not {self.feature!r}"
-            )
+        check_feature(self.feature, "transform-prediction task")
         if self.input not in ("pair", "transformed"):
             raise ValueError(f"input must be pair or transformed, not {self.input!r}")
         if self.n_train < 10 or self.n_test < 10:

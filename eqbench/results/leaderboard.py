@@ -3,6 +3,12 @@
 One row per model, one column per (task, version, dataset, overrides); a column never mixes task
 versions. For each cell the newest result per data seed is kept; the cell shows the mean of the
 primary metric and its std (over probe seeds for one data seed, over data seeds otherwise).
+
+Features: tasks read ``feature: auto`` by default, so models in one column may read different
+global features (the CLS token of a DINO checkpoint, the mean patch token of a VICReg one). A cell
+never mixes features: when one model has results with two features in a column, the column splits
+by feature; when the models of a column read different features, each cell names its feature
+(``48.1 (avgpool)``) and the CSV has a ``feature`` field.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ def results_frame(results_dir: Path) -> pd.DataFrame:
                 "dataset": r["dataset"],
                 "overrides": r.get("overrides", {}),
                 "overrides_key": json.dumps(r.get("overrides", {}), sort_keys=True),
+                "feature": str(r.get("config", {}).get("feature", "")),
                 "seed": r["seed"],
                 "metric": r["primary_metric"],
                 "higher_is_better": r.get("higher_is_better", True),
@@ -59,16 +66,13 @@ def results_frame(results_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def leaderboard(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
-    """``(means, stds, metric_by_column)``: models × columns, plus each column's metric name.
-
-    A ``mean R² (synthetic)`` summary column averages the synthetic R² cells of each model when it
-    has all of them.
-    """
+def _cells(results_dir: Path) -> pd.DataFrame:
+    """One row per (model, column): the aggregated primary metric, its std, metric name and the
+    feature the cell read (empty for tasks that read no global feature)."""
     df = results_frame(results_dir)
     if df.empty:
-        return pd.DataFrame(), pd.DataFrame(), {}
-    key = ["model", "task", "task_version", "dataset", "overrides_key"]
+        return df
+    key = ["model", "task", "task_version", "dataset", "overrides_key", "feature"]
     # newest result per (cell, data seed)
     df = df.sort_values("created_at").groupby([*key, "seed"], as_index=False).last()
     cells = (
@@ -89,6 +93,26 @@ def leaderboard(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str
     cells["n_datasets"] = cells.groupby("task")["dataset"].transform("nunique")
     defaults = {t: g["dataset"].mode().iloc[0] for t, g in cells.groupby("task")}
     cells["column"] = [_column(row, defaults) for row in cells.to_dict("records")]
+    # a model with two features in one column: that column splits by feature
+    per_model = cells.groupby(["column", "model"])["feature"].transform("nunique")
+    split = set(cells.loc[per_model > 1, "column"])
+    cells["column"] = [
+        f"{c} {{feature={f}}}" if c in split else c
+        for c, f in zip(cells["column"], cells["feature"], strict=True)
+    ]
+    cells["mixed_features"] = cells.groupby("column")["feature"].transform("nunique") > 1
+    return cells
+
+
+def leaderboard(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """``(means, stds, metric_by_column)``: models × columns, plus each column's metric name.
+
+    A ``mean R² (synthetic)`` summary column averages the synthetic R² cells of each model when it
+    has all of them.
+    """
+    cells = _cells(results_dir)
+    if cells.empty:
+        return pd.DataFrame(), pd.DataFrame(), {}
     means = cells.pivot(index="model", columns="column", values="mean")
     stds = cells.pivot(index="model", columns="column", values="std")
     metrics = dict(zip(cells["column"], cells["metric"], strict=True))
@@ -100,6 +124,21 @@ def leaderboard(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str
         metrics[summary] = "r2_mlp"
     order = sorted(means.columns, key=lambda c: (c != "mean R² (synthetic)", c))
     return means[order].sort_index(), stds[order].sort_index(), metrics
+
+
+def features_read(results_dir: Path) -> pd.DataFrame:
+    """Models × columns: the feature each cell read, where a column's models read different
+    ones (empty string elsewhere)."""
+    cells = _cells(results_dir)
+    if cells.empty:
+        return pd.DataFrame()
+    shown = cells["feature"].where(cells["mixed_features"], "")
+    return cells.assign(shown=shown).pivot(index="model", columns="column", values="shown")
+
+
+def _named(feature: object) -> bool:
+    """Whether a :func:`features_read` cell names a feature (not empty, not missing)."""
+    return isinstance(feature, str) and bool(feature)
 
 
 def format_cell(mean: float, std: float, metric: str) -> str:
@@ -116,10 +155,14 @@ def format_cell(mean: float, std: float, metric: str) -> str:
 def formatted(results_dir: Path) -> pd.DataFrame:
     """The leaderboard as strings (models × columns)."""
     means, stds, metrics = leaderboard(results_dir)
+    features = features_read(results_dir)
     out = means.copy().astype(object)
     for col in means.columns:
+        shown = features[col] if col in features.columns else None
         out[col] = [
-            format_cell(m, s, metrics[col]) for m, s in zip(means[col], stds[col], strict=True)
+            format_cell(m, s, metrics[col])
+            + (f" ({shown[model]})" if shown is not None and _named(shown.get(model)) else "")
+            for model, m, s in zip(means.index, means[col], stds[col], strict=True)
         ]
     return out
 
@@ -140,11 +183,16 @@ def to_csv(results_dir: Path) -> str:
     """Machine-readable CSV: one row per (model, column) with mean, std and metric."""
     means, stds, metrics = leaderboard(results_dir)
     if means.empty:
-        return "model,column,metric,mean,std\n"
+        return "model,column,metric,feature,mean,std\n"
     long = means.stack(future_stack=True).rename("mean").to_frame()
     long["std"] = stds.stack(future_stack=True)
     long = long.reset_index().rename(columns={"level_1": "column"})
     long.columns = ["model", "column", "mean", "std"]
     long["metric"] = long["column"].map(metrics)
     long = long.dropna(subset=["mean"])
-    return str(long[["model", "column", "metric", "mean", "std"]].to_csv(index=False))
+    cells = _cells(results_dir)
+    keys = zip(cells["model"], cells["column"], strict=True)
+    read = dict(zip(keys, cells["feature"], strict=True))
+    pairs = zip(long["model"], long["column"], strict=True)
+    long["feature"] = [read.get(pair, "") for pair in pairs]
+    return str(long[["model", "column", "metric", "feature", "mean", "std"]].to_csv(index=False))

@@ -224,8 +224,12 @@ class _Run:
         self.last_saved = self.step
 
     # ------------------------------------------------------------------------------ a step
-    def _train_step(self, model: nn.Module, images: Tensor) -> tuple[dict[str, Tensor], float]:
-        """One optimisation step at ``self.step``; returns detached losses and the grad norm."""
+    def _train_step(
+        self, model: nn.Module, images: Tensor, diagnostics: bool = False
+    ) -> tuple[dict[str, Tensor], float]:
+        """One optimisation step at ``self.step``; returns detached losses and the grad norm.
+
+        ``diagnostics`` (log steps) lets the method add costlier logged entries."""
         cfg, ctx, step = self.cfg, self.ctx, self.step
         lr, wd = learning_rate(cfg, step), weight_decay(cfg, step)
         for group in self.optimizer.param_groups:
@@ -237,7 +241,7 @@ class _Run:
         random.seed(global_seed)
         np.random.seed(global_seed % 2**32)
         generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step, ctx.rank, _AUGMENT_RNG))
-        batch = TrainBatch(images.to(ctx.device, non_blocking=True), generator, step)
+        batch = TrainBatch(images.to(ctx.device, non_blocking=True), generator, step, diagnostics)
         with autocast(ctx.device, cfg.amp):
             losses = model(batch)
         self._check_finite(losses["loss"])
@@ -346,7 +350,8 @@ class _Run:
         with progress:
             task = progress.add_task(cfg.method, total=cfg.steps, completed=self.step)
             for images in data.batches(self.position, max(0, last - self.step)):
-                losses, grad_norm = self._train_step(model, images)
+                logs = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == last
+                losses, grad_norm = self._train_step(model, images, diagnostics=logs)
                 self.step += 1
                 self.position += cfg.batch_size
                 since_log += 1
