@@ -1,22 +1,35 @@
-"""Science check of TIR at the demo budget: does TIR+VICReg keep more transformation information
-than VICReg, and than the matched control (same rotated second view, no reconstruction)?
+"""Science check of TIR at the CPU budget: does reconstruction (TIR) keep more transformation
+information than its matched control, and than its base?
 
-For each seed, pretrains every model with the same steps and data (the `eqbench demo` recipe),
-evaluates the `synthetic` group and kNN, and prints per seed and on average:
-mean synthetic R² (MLP and linear probes, over the six regression tasks), the mean over the four
-tasks of Wang et al.'s Table 1 (rotation, colour, blur, translation; MLP), rotation R²,
-four-fold-rotation accuracy and kNN top-1.
-Runs are reused when the output folder already holds them. Probes use the task files' sizes (10k
-training / 2k test pairs), about 12 minutes per model on two CPU cores.
+Models (``eqbench.demo.DEMO_MODELS``), each pretrained with the same steps, data and seed:
 
-Usage: python benchmarks/tir_science.py [--seeds 0,1,2] [--steps 200] [--feature avgpool]
-       [--models vicreg,tir+vicreg,tir+vicreg-control] [--n-train 10000] [--n-test 2000]
-       [--out runs/science] [--report-only]
+* ``vicreg``: the base (``vicreg_photos_cpu``);
+* ``tir+vicreg``: TIR in the paper's SIE-style VICReg configuration, K = 2, λ = 1;
+* ``tir+vicreg-control``: the matched control, the same config with λ = 0 (same rotated second
+  view, split and recipe, no decoders): any claim that TIR helps rests on TIR − control;
+* ``tir+vicreg-k1`` / ``tir+vicreg-k3``: the paper's Table 9 ablation (K = 1, 3);
+* ``rotation_supervised``: the positive control (trained with supervision to predict the rotation
+  between two views); the rotation probe must read a high R² from it.
+
+Each model is evaluated on the six synthetic R² tasks, four-fold rotation and kNN at the task files'
+probe sizes (10k training / 2k test pairs; one probe seed per pretraining seed, since the seeds of
+pretraining carry the variance that matters), once per feature: ``auto`` (the feature the method
+trained: the mean patch token here) and ``grid`` (patch tokens pooled to 2×2, flattened). The
+feature cache holds both, so the second feature costs the probes only.
+
+Printed per feature: a per-seed table, means ± std over seeds, and paired differences (TIR −
+control, TIR − base, and K = 1/3 − K = 2) with their standard errors over seeds. Runs and results
+are reused when the output folder holds them; ``--report-only`` prints from what is there.
+
+Usage: python benchmarks/tir_science.py [--seeds 0,1,2,3,4] [--models ...] [--features auto,grid]
+       [--steps 200] [--n-train 10000] [--n-test 2000] [--out runs/science] [--report-only]
+       [--markdown FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from eqbench.allocator import keep_freed_memory
-from eqbench.demo import DemoConfig, results_dir, run_demo
+from eqbench.demo import DEMO_MODELS, DemoConfig, results_dir, run_demo
 from eqbench.features.store import default_cache_dir
 from eqbench.results.records import load_results
 
@@ -38,6 +51,7 @@ R2_TASKS = (
 )
 #: The four tasks whose mean is Wang et al.'s Table 1 "mean" column.
 TABLE1_TASKS = R2_TASKS[:4]
+TASKS = ",".join([*R2_TASKS, "synthetic/rotation4", "classification/knn"])
 COLUMNS = (
     "mean R² mlp",
     "mean R² linear",
@@ -46,6 +60,17 @@ COLUMNS = (
     "rotation4 acc",
     "kNN top-1",
 )
+#: Columns with paired differences (the issue's three).
+PAIRED = ("mean R² mlp", "rotation R²", "rotation4 acc")
+#: ``(a, b)``: report ``a − b`` per seed.
+COMPARISONS = (
+    ("tir+vicreg", "tir+vicreg-control"),
+    ("tir+vicreg", "vicreg"),
+    ("tir+vicreg-control", "vicreg"),
+    ("tir+vicreg-k1", "tir+vicreg"),
+    ("tir+vicreg-k3", "tir+vicreg"),
+)
+MAIN_MODELS = "vicreg,tir+vicreg,tir+vicreg-control,tir+vicreg-k1,tir+vicreg-k3,rotation_supervised"
 
 
 def scores(folder: Path) -> dict[str, dict[str, float]]:
@@ -78,67 +103,120 @@ def scores(folder: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def paired(
+    rows: dict[str, dict[int, dict[str, float]]], a: str, b: str, column: str
+) -> tuple[float, float, int, int] | None:
+    """``(mean of a − b, its standard error, seeds, seeds with a > b)`` over shared seeds."""
+    seeds = sorted(set(rows.get(a, {})) & set(rows.get(b, {})))
+    if not seeds:
+        return None
+    diffs = np.array([rows[a][s][column] - rows[b][s][column] for s in seeds])
+    se = float(diffs.std(ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else float("nan")
+    return float(diffs.mean()), se, len(diffs), int((diffs > 0).sum())
+
+
+def report(rows: dict[str, dict[int, dict[str, float]]], title: str) -> list[str]:
+    """The Markdown tables of one feature: per seed, means, paired differences."""
+    lines = [f"### {title}", "", "| model | seed | " + " | ".join(COLUMNS) + " |"]
+    lines.append("|---|---|" + "---|" * len(COLUMNS))
+    for model, per_seed in rows.items():
+        for seed, row in sorted(per_seed.items()):
+            lines.append(
+                f"| {model} | {seed} | " + " | ".join(f"{row[c]:.3f}" for c in COLUMNS) + " |"
+            )
+    for model, per_seed in rows.items():
+        cells = []
+        for c in COLUMNS:
+            vals = np.array([r[c] for r in per_seed.values()])
+            std = vals.std(ddof=1) if len(vals) > 1 else float("nan")
+            cells.append(f"{vals.mean():.3f} ± {std:.3f}")
+        lines.append(f"| **{model}** | mean of {len(per_seed)} | " + " | ".join(cells) + " |")
+    lines += ["", "| paired difference | " + " | ".join(PAIRED) + " |"]
+    lines.append("|---|" + "---|" * len(PAIRED))
+    for a, b in COMPARISONS:
+        cells = []
+        for c in PAIRED:
+            d = paired(rows, a, b, c)
+            if d is None:
+                cells.append("—")
+                continue
+            mean, se, n, wins = d
+            ratio = f", {mean / se:+.1f} s.e." if se == se and se > 0 else ""
+            cells.append(f"{mean:+.3f} ± {se:.3f} ({wins}/{n} seeds > 0{ratio})")
+        if any(cell != "—" for cell in cells):
+            lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--models", default="vicreg,tir+vicreg,tir+vicreg-control")
-    parser.add_argument("--feature", default="avgpool", choices=["avgpool", "cls", "cls+avgpool"])
+    parser.add_argument("--models", default=MAIN_MODELS)
+    parser.add_argument("--features", default="auto,grid")
     # the probes' protocol sizes (tasks/synthetic/_probe.yaml); the demo's 1000/500 pairs are
     # quick but let the MLP probe overfit, which buries a difference of a few R² points
     parser.add_argument("--n-train", type=int, default=10000)
     parser.add_argument("--n-test", type=int, default=2000)
+    parser.add_argument("--probe-seeds", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/science"))
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="print the table from the results already in --out (no pretraining or evaluation)",
+        help="print the tables from the results already in --out (no pretraining or evaluation)",
     )
+    parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = parser.parse_args()
     keep_freed_memory()  # as the command line does (eqbench.allocator)
 
     models = tuple(m.strip() for m in args.models.split(","))
-    rows: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for seed in (int(s) for s in args.seeds.split(",")):
-        cfg = DemoConfig(
-            out=args.out,
-            models=models,
-            steps=args.steps,
-            seed=seed,
-            n_train=args.n_train,
-            n_test=args.n_test,
-            cache_dir=default_cache_dir(),
-            results=args.out / f"results-{args.feature}-n{args.n_train}",
-            feature=args.feature,
-            show_progress=False,
-        )
-        if not args.report_only:
-            start = time.perf_counter()
-            run_demo(cfg, announce=lambda msg, s=seed: print(f"seed {s}: {msg}", flush=True))
-            print(f"seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
-        folder = results_dir(cfg)
-        found = scores(folder) if folder.is_dir() else {}
-        for model in models:
-            model_id = f"{model}:{args.steps}steps:seed{seed}"
-            if model_id in found:
-                rows[model].append({"seed": seed, **found[model_id]})
+    unknown = [m for m in models if m not in DEMO_MODELS]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}; choose from {', '.join(DEMO_MODELS)}")
+    features = tuple(f.strip() for f in args.features.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    tables: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
+    for feature in features:
+        tables[feature] = defaultdict(dict)
+    for seed in seeds:
+        for feature in features:
+            cfg = DemoConfig(
+                out=args.out,
+                models=models,
+                steps=args.steps,
+                seed=seed,
+                tasks=TASKS,
+                n_train=args.n_train,
+                n_test=args.n_test,
+                cache_dir=default_cache_dir(),
+                results=args.out / f"results-{feature}-n{args.n_train}",
+                feature=feature,
+                eval_overrides={"probe_seeds": args.probe_seeds},
+                show_progress=False,
+            )
+            if not args.report_only:
+                start = time.perf_counter()
+                run_demo(cfg, announce=lambda m, s=seed, f=feature: print(f"seed {s} [{f}]: {m}"))
+                print(f"seed {seed} [{feature}]: {time.perf_counter() - start:.0f} s", flush=True)
+            folder = results_dir(cfg)
+            found = scores(folder) if folder.is_dir() else {}
+            for model in models:
+                model_id = f"{model}:{args.steps}steps:seed{seed}"
+                if model_id in found:
+                    tables[feature][model][seed] = found[model_id]
 
-    print(f"\nsteps={args.steps} feature={args.feature} n_train={args.n_train}")
-    print(f"{'model':<22} {'seed':>4} " + " ".join(f"{c:>15}" for c in COLUMNS))
-    for model, per_seed in rows.items():
-        for row in per_seed:
-            print(f"{model:<22} {row['seed']:>4} " + " ".join(f"{row[c]:>15.3f}" for c in COLUMNS))
-    print()
-    for model, per_seed in rows.items():
-        cells = []
-        for c in COLUMNS:
-            vals = np.array([r[c] for r in per_seed])
-            cells.append(f"{vals.mean():>8.3f} ± {vals.std():.3f}")
-        print(
-            f"{model:<22} mean "
-            + " ".join(f"{c:>15}" for c in cells)
-            + f"  ({len(per_seed)} seeds)"
-        )
+    lines = [
+        f"steps={args.steps}, probes on {args.n_train} training / {args.n_test} test pairs, "
+        f"{args.probe_seeds} probe seed(s) per pretraining seed",
+        "",
+    ]
+    for feature in features:
+        rows = {m: tables[feature][m] for m in models if tables[feature].get(m)}
+        lines += report(rows, f"feature = {feature}")
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -302,10 +302,10 @@ def data_export_command(
     "--feature",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "avgpool", "cls", "cls+avgpool"]),
-    help="Global feature the probes read. auto: the one each checkpoint's method trained (the "
-    "mean patch token for VICReg and TIR, whose CLS token no loss touches); the task files' "
-    "default is the CLS token.",
+    type=click.Choice(["auto", "avgpool", "cls", "cls+avgpool", "grid"]),
+    help="Global feature the probes read. auto (the task files' default too): the one each "
+    "checkpoint's method trained (the mean patch token for VICReg and TIR, whose CLS token no "
+    "loss touches); grid: the patch tokens pooled to 2x2 cells, flattened.",
 )
 @click.option(
     "--tasks", default="synthetic,classification/knn", show_default=True, help="Tasks to run."

@@ -25,15 +25,23 @@ log = logging.getLogger(__name__)
 #: The demo's models: a display name → (shipped pretraining config, extra overrides).
 #: ``tir+vicreg (control)`` is the matched control of ``method.md``: the same rotated second view
 #: and feature split as TIR, without the reconstruction decoders.
+#: ``tir+vicreg-k1`` / ``-k3`` are the paper's Table 9 ablation (K = 1, 3 intermediate targets;
+#: K = 2 is ``tir+vicreg``); ``rotation_supervised`` is the probes' positive control (an encoder
+#: trained with supervision to predict the rotation between two views, same backbone and budget).
 DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "vicreg": ("vicreg_photos_cpu", {}),
     "tir+vicreg": ("tir_vicreg_photos_cpu", {}),
     "tir+vicreg-control": ("tir_vicreg_photos_cpu", {"method_options.recon_weight": 0.0}),
+    "tir+vicreg-k1": ("tir_vicreg_photos_cpu", {"method_options.num_targets": 1}),
+    "tir+vicreg-k3": ("tir_vicreg_photos_cpu", {"method_options.num_targets": 3}),
+    "rotation_supervised": ("rotation_supervised_photos_cpu", {}),
 }
 
 
 #: Global features the probes can read (the ``feature`` option of the tasks).
-FEATURES = ("auto", "avgpool", "cls", "cls+avgpool")
+#: (``auto`` and :data:`eqbench.backbones.base.FEATURE_KINDS`, spelt out to keep torch out of
+#: this module's imports.)
+FEATURES = ("auto", "cls", "avgpool", "cls+avgpool", "grid")
 
 
 @dataclass

@@ -5,7 +5,8 @@ Base joint-embedding methods (``simclr``, ``vicreg``) register their objective i
 Self-distillation methods (``dino``, ``ibot``, :mod:`eqbench.methods.dino`; ``dinov2``,
 :mod:`eqbench.methods.dinov2`) own an EMA teacher; :mod:`eqbench.methods.tir_distill` registers
 ``tir+dino``, ``tir+ibot`` and ``tir+dinov2``. ``gtsa`` (:mod:`eqbench.methods.gtsa`) distils
-rotated, overlapping crops on the patch-token map.
+rotated, overlapping crops on the patch-token map. ``rotation_supervised``
+(:mod:`eqbench.methods.rotation_supervised`) is the probes' positive control, not an SSL method.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from eqbench.methods import (  # noqa: F401  (registers)
     essl,
     gtsa,
     mae,
+    rotation_supervised,
     sie,
     simclr,
     tir,
