@@ -26,6 +26,7 @@ is interrupted and resumed ends bit-for-bit where an uninterrupted run ends.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -49,6 +50,7 @@ from eqbench.device import autocast
 from eqbench.errors import ConfigError, EqbenchError
 from eqbench.methods import Method, TrainBatch, build_method
 from eqbench.train import distributed, state
+from eqbench.train.clipping import clip_gradients
 from eqbench.train.config import RESUMABLE_KEYS, PretrainConfig, dump_config
 from eqbench.train.data import TrainData, mix_seed
 from eqbench.train.schedule import (
@@ -245,8 +247,7 @@ class _Run:
         losses["loss"].backward()
         grad_norm = 0.0
         if cfg.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
-            grad_norm = float(norm)
+            grad_norm = clip_gradients(self.method, cfg.grad_clip, cfg.grad_clip_mode)
         self.optimizer.step()
         if self.method.has_teacher:  # the unwrapped method, also under DDP
             self.method.update_teacher(teacher_momentum(cfg, step))
@@ -389,7 +390,11 @@ def _tensorboard_writer(out: Path) -> Any:
 
 
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
-    """Raise unless the two configs agree outside :data:`RESUMABLE_KEYS`."""
+    """Raise unless the two configs agree outside :data:`RESUMABLE_KEYS` (a key the saved config
+    lacks, from before the field existed, counts as its default)."""
+    fields = dataclasses.fields(PretrainConfig)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    saved = {**defaults, **saved}
     keys = sorted((set(saved) | set(current)) - RESUMABLE_KEYS)
     differ = [k for k in keys if saved.get(k) != current.get(k)]
     if differ:
