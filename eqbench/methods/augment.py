@@ -18,7 +18,8 @@ torchvision, all **eqbench defaults**:
   one bilinear :func:`~torch.nn.functional.grid_sample` from the loaded image;
 * colour jitter applies brightness → contrast → saturation → hue in that fixed order (eqbench's
   ``colour`` transformation; torchvision shuffles the order per image);
-* blur σ is given at 224 px and scaled by ``image_size / 224`` (kernel ``2·ceil(3σ_max) + 1``).
+* blur σ is given in pixels of the reference crop and scaled with the crop's side: global views
+  by ``image_size / 224``, DINO's local crops by ``local_size / 96``; kernel ``2·ceil(3σ_max) + 1``.
 
 Methods that learn from the augmentations themselves (AugSelf, EquiMod, ...) need each view's
 parameters: :meth:`TwoViewAugment.with_params` and :meth:`TwoViewAugment.crop_with_params` return
@@ -42,8 +43,12 @@ from eqbench.errors import ConfigError
 from eqbench.transforms import Transformation, build_transform
 from eqbench.transforms.photometric import grayscale
 
-#: Pixel size at which ``blur_sigma`` is given.
+#: Pixel size at which ``blur_sigma`` is given for the global views.
 REFERENCE_SIZE = 224
+
+#: Side of DINO's local crops, at which their blur σ is given: DINO, iBOT and GTSA blur the 96 px
+#: local crops with σ uniform in [0.1, 2] pixels of the 96 px crop.
+LOCAL_REFERENCE_SIZE = 96
 
 
 @dataclass
@@ -61,7 +66,8 @@ class AugmentConfig:
         hue: jitter strength: hue shift ``U[-h, h]`` turns.
         grayscale_p: probability of converting to grayscale.
         blur_p: probability of Gaussian blur, per view.
-        blur_sigma: range of the blur σ in pixels at 224 px.
+        blur_sigma: range of the blur σ in pixels at 224 px (global views) and at 96 px (local
+            crops of :class:`MultiCropAugment`).
         solarize_p: probability of solarisation (invert pixels >= 0.5), per view.
     """
 
@@ -184,8 +190,8 @@ class ViewParams:
             saturation factors ``1 + offset``; hue shift in turns); zeros where jitter was off,
             which is the identity.
         grayscale: ``(B,)`` bool.
-        blur_sigma: ``(B,)`` float32 blur σ in pixels at 224 px (the units of
-            ``AugmentConfig.blur_sigma``); 0 where blur was off.
+        blur_sigma: ``(B,)`` float32 blur σ in the units of ``AugmentConfig.blur_sigma`` (pixels
+            at 224 px for global views, at 96 px for local crops); 0 where blur was off.
         solarize: ``(B,)`` bool.
         rotation: ``(B,)`` float32 rotation in degrees (counter-clockwise) applied after
             everything above; the shared augmentations never rotate (zeros), methods that rotate
@@ -345,6 +351,7 @@ class TwoViewAugment:
         blur: Transformation,
         blur_p: float,
         solarize_p: float,
+        blur_reference: int = REFERENCE_SIZE,
     ) -> Tensor:
         """A random resized crop of side ``size``, then flip, jitter, grayscale, blur, solarise
         (:meth:`crop_with_params` without the parameters).
@@ -360,6 +367,7 @@ class TwoViewAugment:
             blur=blur,
             blur_p=blur_p,
             solarize_p=solarize_p,
+            blur_reference=blur_reference,
         )[0]
 
     def crop_with_params(
@@ -373,6 +381,7 @@ class TwoViewAugment:
         blur_p: float,
         solarize_p: float,
         boxes: tuple[Tensor, Tensor] | None = None,
+        blur_reference: int = REFERENCE_SIZE,
     ) -> tuple[Tensor, ViewParams]:
         """A random resized crop of side ``size``, then flip, jitter, grayscale, blur, solarise.
 
@@ -382,10 +391,13 @@ class TwoViewAugment:
         Args:
             boxes: crop boxes and flips already drawn by :meth:`crop_boxes` (methods that
                 re-sample crops until they overlap, such as GTSA), used instead of new draws.
+            blur_reference: the crop side at which ``blur``'s σ range is given (224 for global
+                views, 96 for local crops); ``blur`` is built for ``size`` with σ scaled by
+                ``size / blur_reference``.
 
         Returns:
             ``(B, 3, size, size)`` float images in [0, 1], and the :class:`ViewParams` that
-            made them (``blur`` is assumed built for ``size`` with σ scaled by ``size / 224``).
+            made them.
         """
         c = self.config
         n, device = images.shape[0], images.device
@@ -416,7 +428,7 @@ class TwoViewAugment:
             flip=flip,
             jitter=jitter_params.float() * jitter_mask.unsqueeze(1),
             grayscale=gray_mask,
-            blur_sigma=(sigma[:, 0] * (REFERENCE_SIZE / size)).float(),
+            blur_sigma=(sigma[:, 0] * (blur_reference / size)).float(),
             solarize=solarise_mask,
             rotation=torch.zeros(n),
         )
@@ -459,7 +471,15 @@ class MultiCropAugment(TwoViewAugment):
         super().__init__(config, image_size)
         self.local = local
         self.local_size = local.local_size or default_local_size(image_size, patch_size)
-        scale = self.local_size / REFERENCE_SIZE
+        # DINO blurs its 96 px local crops with σ in [0.1, 2] px of the crop (facebookresearch/dino,
+        # main_dino.py lines 451-455: RandomResizedCrop(96) then utils.GaussianBlur(p=0.5), whose
+        # utils.py lines 40-54 draw the PIL radius uniform in [0.1, 2]; the same in bytedance/ibot
+        # main_ibot.py lines 607-610 and bok3948/GTSA util/gtsa_transforms.py lines 100-101).
+        # A local crop of another side is blurred by the same fraction of its side: σ scales by
+        # local_size / 96 (at the default local size, 96/224 of the global one, this is the
+        # global views' image_size / 224). It used to scale by local_size / 224, blurring 96 px
+        # crops with σ in [0.04, 0.86] px.
+        scale = self.local_size / LOCAL_REFERENCE_SIZE
         sigma = [config.blur_sigma[0] * scale, config.blur_sigma[1] * scale]
         self.local_blur = build_transform("blur", self.local_size, sigma=sigma)
 
@@ -479,6 +499,7 @@ class MultiCropAugment(TwoViewAugment):
                 blur=self.local_blur,
                 blur_p=self.local.local_blur_p,
                 solarize_p=self.local.local_solarize_p,
+                blur_reference=LOCAL_REFERENCE_SIZE,
             )
             for _ in range(self.local.n_local)
         ]
