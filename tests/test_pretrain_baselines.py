@@ -280,14 +280,44 @@ def test_essl_rotation_loss_is_cross_entropy_of_the_drawn_k(
     assert 0.5 < float(out["rotation"]) < 3.0  # ~log 4 at init
 
 
-def test_augself_targets_are_antisymmetric() -> None:
+def official_extract_diff(p1, p2, config):  # type: ignore[no-untyped-def]
+    """hankook/AugSelf ``transforms.extract_diff`` (lines 134-147) and ``_extract_w`` (lines
+    105-119), transcribed onto eqbench's parameters: the crop is ``[y0, x0, h, w]`` as its
+    ``RandomResizedCrop`` returns, a jitter factor is ``1 + offset``."""
+    crop1 = p1.crop[:, [1, 0, 3, 2]].clone()
+    crop2 = p2.crop[:, [1, 0, 3, 2]].clone()
+    f1, f2 = p1.flip, p2.flip
+    center1 = crop1[:, :2] + crop1[:, 2:] / 2
+    center2 = crop2[:, :2] + crop2[:, 2:] / 2
+    center1[f1, 1] = 1 - center1[f1, 1]
+    center2[f1, 1] = 1 - center2[f1, 1]
+    widths = torch.tensor(
+        [2 * config.brightness, 2 * config.contrast, 2 * config.saturation, 2 * config.hue]
+    )
+    return {
+        "crop": torch.cat([center1 - center2, crop1[:, 2:] - crop2[:, 2:]], 1),
+        "flip": (f1 == f2).float().unsqueeze(-1),
+        "colour": p1.jitter / widths - p2.jitter / widths,
+        "blur": (p1.blur_sigma - p2.blur_sigma).unsqueeze(-1),
+    }
+
+
+def test_augself_targets_match_extract_diff() -> None:
     from eqbench.methods.augself import augself_targets
 
-    augment = TwoViewAugment(AugmentConfig(), IMG)
-    _, _, p1, p2 = augment.with_params(random_images(), torch.Generator().manual_seed(0))
-    for group in ("crop", "colour", "blur"):
-        torch.testing.assert_close(augself_targets(p1, p2, group), -augself_targets(p2, p1, group))
-    torch.testing.assert_close(augself_targets(p1, p2, "crop"), p1.crop - p2.crop)
+    config = build_augment_config({"blur_p": [0.5, 0.5]}, SIMCLR_AUGMENT)
+    augment = TwoViewAugment(config, IMG)
+    _, _, p1, p2 = augment.with_params(random_images(32), torch.Generator().manual_seed(0))
+    assert bool(p1.flip.any()) and bool((p1.flip != p2.flip).any())
+    for a, b in ((p1, p2), (p2, p1)):
+        reference = official_extract_diff(a, b, config)
+        for group, expected in reference.items():
+            torch.testing.assert_close(augself_targets(a, b, group, config), expected)
+    colour = augself_targets(p1, p2, "colour", config)
+    assert float(colour.abs().max()) <= 1.0  # SimCLR offsets up to 0.8 differ by 1.6 unscaled
+    torch.testing.assert_close(
+        augself_targets(p1, p2, "colour", config), -augself_targets(p2, p1, "colour", config)
+    )
 
 
 def test_sie_operator_and_param_scaling() -> None:
