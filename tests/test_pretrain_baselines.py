@@ -323,15 +323,20 @@ def test_augself_targets_match_extract_diff() -> None:
 def test_sie_operator_and_param_scaling() -> None:
     from eqbench.methods.sie import HyperOperator
 
-    method = micro("sie", expander_dims=[16, 8], hypernet_dims=[4])
+    method = micro("sie", expander_dims=[16, 8])
     theta = torch.tensor([[-45.0], [0.0], [45.0]])
     torch.testing.assert_close(method.scaled_params(theta), torch.tensor([[-1.0], [0.0], [1.0]]))  # type: ignore[attr-defined]
-    op = HyperOperator(1, 3, [])
+    # the official hypernetwork (SIE src/hypernetwork.py lines 17-20, --hypernetwork linear,
+    # no --bias-hypernet): one bias-free Linear from t to the d×d operator
+    linears = [m for m in method.predictor.modules() if isinstance(m, torch.nn.Linear)]  # type: ignore[union-attr]
+    assert len(linears) == 1 and linears[0].bias is None
+    assert linears[0].weight.shape == (4 * 4, 1)  # d_e = 8 · (D/2) / D = 4
+    op = HyperOperator(1, 3)
     with torch.no_grad():
-        op.net[0].weight.zero_()
-        op.net[0].bias.copy_(torch.eye(3).flatten() * 2)
+        op.net.weight.copy_(torch.eye(3).flatten().unsqueeze(1) * 2)
     e = torch.randn(2, 3)
-    torch.testing.assert_close(op(e, torch.zeros(2, 1)), 2 * e)
+    torch.testing.assert_close(op(e, torch.ones(2, 1)), 2 * e)
+    torch.testing.assert_close(op(e, torch.zeros(2, 1)), torch.zeros(2, 3))  # no bias
 
 
 def test_mae_masks_three_quarters_and_encodes_only_the_visible() -> None:
