@@ -280,6 +280,34 @@ def test_essl_rotation_loss_is_cross_entropy_of_the_drawn_k(
     assert 0.5 < float(out["rotation"]) < 3.0  # ~log 4 at init
 
 
+def test_essl_rotation_head_is_the_official_one() -> None:
+    # rdangovs/essl imagenet/simclr/main.py lines 192-200 (ResNet-50 width 2048)
+    official = torch.nn.Sequential(
+        torch.nn.Linear(2048, 2048),
+        torch.nn.LayerNorm(2048),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.Linear(2048, 2048),
+        torch.nn.LayerNorm(2048),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.Linear(2048, 128),
+        torch.nn.LayerNorm(128),
+        torch.nn.Linear(128, 4),
+    )
+    from eqbench.methods.essl import ESSLOptions, rotation_head
+
+    ours = rotation_head(2048, ESSLOptions().predictor_dims)
+    assert [type(m) for m in ours] == [type(m) for m in official]
+    shapes = [tuple(p.shape) for p in ours.parameters()]
+    assert shapes == [tuple(p.shape) for p in official.parameters()]
+    ours.load_state_dict(official.state_dict())
+    x = torch.randn(5, 2048)
+    torch.testing.assert_close(ours(x), official(x))
+    method = micro("essl", projector_dims=[16, 8], predictor_dims=[16, 16, 8])
+    layers = list(method.predictor)  # type: ignore[attr-defined]
+    assert [type(m).__name__ for m in layers][-3:] == ["Linear", "LayerNorm", "Linear"]
+    assert layers[-1].out_features == 4
+
+
 def official_extract_diff(p1, p2, config):  # type: ignore[no-untyped-def]
     """hankook/AugSelf ``transforms.extract_diff`` (lines 134-147) and ``_extract_w`` (lines
     105-119), transcribed onto eqbench's parameters: the crop is ``[y0, x0, h, w]`` as its
