@@ -21,6 +21,15 @@ torchvision, all **eqbench defaults**:
 * blur σ is given in pixels of the reference crop and scaled with the crop's side: global views
   by ``image_size / 224``, DINO's local crops by ``local_size / 96``; kernel ``2·ceil(3σ_max) + 1``.
 
+The ``rot`` preset (``augment: {preset: rot}``) replaces the whole pipeline by a rotation: TIR's
+"rot" augmentation setting (Wang et al., AAAI-26, arXiv 2503.18753, Table 1: "Ours(VICReg, rot,
+rot)", A1 and A2 rotation only, against "all", the base method's usual augmentations). Each view
+is the whole loaded image (resized to the view size if it differs), rotated about its centre by an
+angle uniform in ``rotation_degrees`` with zero fill; no crop, flip, colour, blur or solarisation.
+**eqbench default** for the range, which the paper does not state for the augmentation: [-45°,
+45°], the rotation range it gives for the transformation ``g`` (Table 2), so that A2 and ``g``
+draw from the same distribution.
+
 Methods that learn from the augmentations themselves (AugSelf, EquiMod, ...) need each view's
 parameters: :meth:`TwoViewAugment.with_params` and :meth:`TwoViewAugment.crop_with_params` return
 them as :class:`ViewParams`, from the same draws that made the views (the views are bit-identical
@@ -40,8 +49,12 @@ from torch import Tensor
 
 from eqbench.config import from_dict, to_dict
 from eqbench.errors import ConfigError
+from eqbench.registry import did_you_mean
 from eqbench.transforms import Transformation, build_transform
 from eqbench.transforms.photometric import grayscale
+
+#: ``AugmentConfig.preset`` values: the full pipeline, or rotation only.
+AUGMENT_PRESETS = ("all", "rot")
 
 #: Pixel size at which ``blur_sigma`` is given for the global views.
 REFERENCE_SIZE = 224
@@ -69,6 +82,11 @@ class AugmentConfig:
         blur_sigma: range of the blur σ in pixels at 224 px (global views) and at 96 px (local
             crops of :class:`MultiCropAugment`).
         solarize_p: probability of solarisation (invert pixels >= 0.5), per view.
+        preset: ``all``, the pipeline above (the base method's usual augmentations), or ``rot``,
+            rotation only (TIR's "rot" setting; see the module docstring); ``rot`` ignores every
+            option above.
+        rotation_degrees: angle range in degrees of the ``rot`` preset (eqbench default
+            [-45, 45], the paper's range for TIR's rotation ``g``).
     """
 
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -83,9 +101,19 @@ class AugmentConfig:
     blur_p: tuple[float, float] = (1.0, 0.1)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: tuple[float, float] = (0.0, 0.2)
+    preset: str = "all"
+    rotation_degrees: tuple[float, float] = (-45.0, 45.0)
 
     def __post_init__(self) -> None:
         where = "augment options"
+        if self.preset not in AUGMENT_PRESETS:
+            hint = did_you_mean(self.preset, list(AUGMENT_PRESETS))
+            raise ConfigError(
+                f"{where}: unknown preset '{self.preset}'.{hint} Use one of "
+                f"{', '.join(AUGMENT_PRESETS)}."
+            )
+        if not self.rotation_degrees[0] <= self.rotation_degrees[1]:
+            raise ConfigError(f"{where}: rotation_degrees must satisfy low <= high.")
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ConfigError(f"{where}: crop_scale must satisfy 0 < low <= high <= 1.")
@@ -254,6 +282,7 @@ class TwoViewAugment:
         self.blur = build_transform(
             "blur", image_size, sigma=[c.blur_sigma[0] * scale, c.blur_sigma[1] * scale]
         )
+        self.rotation = build_transform("rotation", image_size, degrees=list(c.rotation_degrees))
 
     def describe(self) -> dict[str, Any]:
         """The resolved options, JSON-able."""
@@ -331,6 +360,8 @@ class TwoViewAugment:
             :class:`ViewParams`.
         """
         c = self.config
+        if c.preset == "rot":
+            return self.rotated_with_params(images, generator)
         return self.crop_with_params(
             images,
             generator,
@@ -340,6 +371,34 @@ class TwoViewAugment:
             blur_p=c.blur_p[index],
             solarize_p=c.solarize_p[index],
         )
+
+    def rotated_with_params(
+        self, images: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, ViewParams]:
+        """The ``rot`` preset's view: the whole image rotated by an angle drawn from
+        ``rotation_degrees`` (one draw per image), and its parameters.
+
+        Returns:
+            ``(B, 3, S, S)`` float images in [0, 1] and their :class:`ViewParams` (the whole
+            image as crop box, no photometric change, ``rotation`` the angle).
+        """
+        n, size = images.shape[0], self.image_size
+        x = images
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        angle = self.rotation.sample(n, generator)  # (B, 1) degrees, counter-clockwise
+        out = self.rotation.apply(x, angle.to(x.device))
+        off = torch.zeros(n, dtype=torch.bool)
+        params = ViewParams(
+            crop=torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(n, 4).clone(),
+            flip=off,
+            jitter=torch.zeros(n, 4),
+            grayscale=off.clone(),
+            blur_sigma=torch.zeros(n),
+            solarize=off.clone(),
+            rotation=angle[:, 0].float(),
+        )
+        return out, params
 
     def crop(
         self,
@@ -468,6 +527,11 @@ class MultiCropAugment(TwoViewAugment):
     def __init__(
         self, config: AugmentConfig, local: LocalCropConfig, image_size: int, patch_size: int
     ) -> None:
+        if config.preset != "all":
+            raise ConfigError(
+                f"augment options: preset '{config.preset}' makes two views only; multi-crop "
+                "methods (DINO, iBOT, DINOv2, GTSA) need preset: all."
+            )
         super().__init__(config, image_size)
         self.local = local
         self.local_size = local.local_size or default_local_size(image_size, patch_size)
