@@ -16,6 +16,13 @@ torchvision, all **eqbench defaults**:
 * crop: the area fraction and log aspect ratio are drawn once and the box sides clamped to the
   image (torchvision retries ten times, then falls back to a centre crop); the crop and flip are
   one bilinear :func:`~torch.nn.functional.grid_sample` from the loaded image;
+* whole images: the reference recipes crop from the full image, whatever its shape. With the
+  config's ``full_image`` each image arrives whole, resized to a square, and its width / height
+  ``a`` is set for the step (:func:`source_aspect`, by :meth:`Method.forward
+  <eqbench.methods.base.Method.forward>`); the crop's area fraction ``s`` and aspect ratio ``r``
+  are then those of torchvision's ``RandomResizedCrop`` on the original (``s`` of its area, ``r``
+  in its pixels): sides ``√(s·r/a)`` and ``√(s·a/r)`` as fractions of its width and height. The
+  ``rot`` preset and EquiMod's un-augmented view see the squashed square as it is;
 * colour jitter applies brightness → contrast → saturation → hue in that fixed order (eqbench's
   ``colour`` transformation; torchvision shuffles the order per image);
 * blur σ is given in pixels of the reference crop and scaled with the crop's side: global views
@@ -40,6 +47,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -254,6 +264,23 @@ class ViewParams:
         return dataclasses.replace(self, rotation=degrees.detach().float().cpu().reshape(-1))
 
 
+#: Width / height of the source images of the current step's views (``None``: the loaded images
+#: are the squares to crop from).
+_SOURCE_ASPECT: ContextVar[Tensor | None] = ContextVar("source_aspect", default=None)
+
+
+@contextmanager
+def source_aspect(aspect: Tensor | None) -> Iterator[None]:
+    """Within the block, random resized crops of a batch of ``n`` images are drawn for whole
+    source images of width / height ``aspect`` ``(n,)`` resized to squares (see the module
+    docstring); ``None`` crops the squares as they are."""
+    token = _SOURCE_ASPECT.set(None if aspect is None else aspect.detach().double().cpu())
+    try:
+        yield
+    finally:
+        _SOURCE_ASPECT.reset(token)
+
+
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> Tensor:
     return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
 
@@ -298,6 +325,7 @@ class TwoViewAugment:
 
         Draws, in order: the area fractions, the log aspect ratios, the centres' x, the centres'
         y, the flips (``n`` each). ``crop_scale`` overrides the config's area range (local crops).
+        Under :func:`source_aspect` the area and aspect ratio are the source image's.
 
         Returns:
             ``(box, flip)``: ``box`` ``(n, 4)`` float64 ``(centre_x, centre_y, width, height)``
@@ -306,7 +334,14 @@ class TwoViewAugment:
         c = self.config
         area = _uniform(n, *(crop_scale or c.crop_scale), generator)
         log_ratio = _uniform(n, math.log(c.crop_ratio[0]), math.log(c.crop_ratio[1]), generator)
-        ratio = torch.exp(log_ratio)
+        ratio = torch.exp(log_ratio)  # width / height in the source's pixels
+        aspect = _SOURCE_ASPECT.get()
+        if aspect is not None:
+            if aspect.shape != (n,):
+                raise ValueError(f"source aspect {tuple(aspect.shape)} for a batch of {n} crops")
+            # torchvision RandomResizedCrop.get_params on a W×H image: w = √(s·W·H·r) pixels,
+            # h = √(s·W·H/r); as fractions of W and H with a = W/H: √(s·r/a) and √(s·a/r)
+            ratio = ratio / aspect
         width = torch.sqrt(area * ratio).clamp(max=1.0)  # fractions of the image side
         height = torch.sqrt(area / ratio).clamp(max=1.0)
         centre_x = width / 2 + torch.rand(n, generator=generator, dtype=torch.float64) * (1 - width)

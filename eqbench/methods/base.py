@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from eqbench.backbones import Encoder
 from eqbench.config import from_dict
 from eqbench.errors import ConfigError
+from eqbench.methods.augment import source_aspect
 from eqbench.registry import Registry, did_you_mean
 
 #: Where the error for an unknown method points the user.
@@ -41,11 +42,14 @@ class TrainBatch:
             seeds it from ``(seed, step, rank)``, so a step's views never depend on the past.
         step: 0-based optimisation step, for methods with their own schedules (DINO's teacher
             temperature warm-up).
+        aspect: ``(B,)`` width / height of the source images when ``images`` are whole images
+            resized to squares (``full_image``); ``None`` when they are the squares to crop from.
     """
 
     images: Tensor
     generator: torch.Generator
     step: int = 0
+    aspect: Tensor | None = None
 
 
 class Objective(nn.Module, ABC):
@@ -112,8 +116,11 @@ class Method(nn.Module, ABC):
         """
 
     def forward(self, batch: TrainBatch) -> dict[str, Tensor]:
-        """Same as :meth:`training_step` (so DistributedDataParallel can wrap the method)."""
-        return self.training_step(batch)
+        """:meth:`training_step` (so DistributedDataParallel can wrap the method), with the
+        batch's source aspect ratios set for the random resized crops of its views
+        (:func:`~eqbench.methods.augment.source_aspect`)."""
+        with source_aspect(batch.aspect):
+            return self.training_step(batch)
 
 
 #: ``name -> factory(encoder, img_size, options) -> Method``.

@@ -48,6 +48,11 @@ class PretrainConfig:
         backbone_options: architecture options (e.g. ``drop_path_rate``).
         img_size: side of the training views in pixels.
         load_size: side at which images are loaded before cropping (default ``img_size``).
+        full_image: load each training image whole, resized to a ``load_size`` square with its
+            aspect ratio kept aside, so that the views' random resized crops cover the full image
+            as torchvision's ``RandomResizedCrop`` does in the reference recipes (area fraction
+            of the whole image, aspect ratio in the original's pixels); ``false`` loads the
+            ``load_size`` centre square (shorter side resized to ``load_size``).
         dataset: ``NAME`` or ``NAME:PATH`` (``eqbench ls datasets``).
         n_images: images in the training set (generated datasets) or a seeded subset.
         batch_size: global batch size (split evenly over processes).
@@ -87,6 +92,7 @@ class PretrainConfig:
     backbone_options: dict[str, Any] = field(default_factory=dict)
     img_size: int = 64
     load_size: int | None = None
+    full_image: bool = False
     dataset: str = "photos"
     n_images: int | None = None
     batch_size: int = 64

@@ -226,7 +226,9 @@ class _Run:
         self.last_saved = self.step
 
     # ------------------------------------------------------------------------------ a step
-    def _train_step(self, model: nn.Module, images: Tensor) -> tuple[dict[str, Tensor], float]:
+    def _train_step(
+        self, model: nn.Module, images: Tensor, aspect: Tensor | None = None
+    ) -> tuple[dict[str, Tensor], float]:
         """One optimisation step at ``self.step``; returns detached losses and the grad norm."""
         cfg, ctx, step = self.cfg, self.ctx, self.step
         lr, wd = learning_rate(cfg, step), weight_decay(cfg, step)
@@ -239,7 +241,7 @@ class _Run:
         random.seed(global_seed)
         np.random.seed(global_seed % 2**32)
         generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step, ctx.rank, _AUGMENT_RNG))
-        batch = TrainBatch(images.to(ctx.device, non_blocking=True), generator, step)
+        batch = TrainBatch(images.to(ctx.device, non_blocking=True), generator, step, aspect)
         with autocast(ctx.device, cfg.amp):
             losses = model(batch)
         self._check_finite(losses["loss"])
@@ -301,6 +303,7 @@ class _Run:
             world_size=ctx.world_size,
             preload_max_mb=cfg.preload_max_mb,
             num_workers=cfg.num_workers,
+            whole=cfg.full_image,
         )
         if ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -346,8 +349,8 @@ class _Run:
         since_log = 0
         with progress:
             task = progress.add_task(cfg.method, total=cfg.steps, completed=self.step)
-            for images in data.batches(self.position, max(0, last - self.step)):
-                losses, grad_norm = self._train_step(model, images)
+            for images, aspect in data.batches(self.position, max(0, last - self.step)):
+                losses, grad_norm = self._train_step(model, images, aspect)
                 self.step += 1
                 self.position += cfg.batch_size
                 since_log += 1
