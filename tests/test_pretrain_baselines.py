@@ -47,14 +47,16 @@ def checksums(t: torch.Tensor) -> tuple[float, float]:
 # ------------------------------------------------------------------ augmentation parameters
 #: Checksums of the views made by augment.py *before* it returned parameters (commit 256362c):
 #: returning them must not change a single random draw. Last entry: the generator's next draws.
+#: The local crops' (last two "multi" entries) changed since with their blur σ, which now scales
+#: with local_size / 96 as DINO's (was local_size / 224); their draws did not.
 BEFORE_PARAMS = {
     "vicreg": [(7585.01570597128, 22721.33569574799), (7919.885475836752, 23721.368617661064)],
     "simclr": [(6011.408115183672, 18008.814209541335), (9209.179805961776, 27618.051371347057)],
     "multi": [
         (9885.629993502916, 29606.63079706429),
         (8632.178526213393, 25887.721779838204),
-        (2403.178268500138, 7253.936440308578),
-        (2251.3985988256754, 6783.251439827494),
+        (2403.178183634225, 7253.935379123019),
+        (2251.3494432029547, 6783.318643863313),
     ],
 }
 NEXT_DRAWS = {
@@ -278,28 +280,91 @@ def test_essl_rotation_loss_is_cross_entropy_of_the_drawn_k(
     assert 0.5 < float(out["rotation"]) < 3.0  # ~log 4 at init
 
 
-def test_augself_targets_are_antisymmetric() -> None:
+def test_essl_rotation_head_is_the_official_one() -> None:
+    # rdangovs/essl imagenet/simclr/main.py lines 192-200 (ResNet-50 width 2048)
+    official = torch.nn.Sequential(
+        torch.nn.Linear(2048, 2048),
+        torch.nn.LayerNorm(2048),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.Linear(2048, 2048),
+        torch.nn.LayerNorm(2048),
+        torch.nn.ReLU(inplace=True),
+        torch.nn.Linear(2048, 128),
+        torch.nn.LayerNorm(128),
+        torch.nn.Linear(128, 4),
+    )
+    from eqbench.methods.essl import ESSLOptions, rotation_head
+
+    ours = rotation_head(2048, ESSLOptions().predictor_dims)
+    assert [type(m) for m in ours] == [type(m) for m in official]
+    shapes = [tuple(p.shape) for p in ours.parameters()]
+    assert shapes == [tuple(p.shape) for p in official.parameters()]
+    ours.load_state_dict(official.state_dict())
+    x = torch.randn(5, 2048)
+    torch.testing.assert_close(ours(x), official(x))
+    method = micro("essl", projector_dims=[16, 8], predictor_dims=[16, 16, 8])
+    layers = list(method.predictor)  # type: ignore[attr-defined]
+    assert [type(m).__name__ for m in layers][-3:] == ["Linear", "LayerNorm", "Linear"]
+    assert layers[-1].out_features == 4
+
+
+def official_extract_diff(p1, p2, config):  # type: ignore[no-untyped-def]
+    """hankook/AugSelf ``transforms.extract_diff`` (lines 134-147) and ``_extract_w`` (lines
+    105-119), transcribed onto eqbench's parameters: the crop is ``[y0, x0, h, w]`` as its
+    ``RandomResizedCrop`` returns, a jitter factor is ``1 + offset``."""
+    crop1 = p1.crop[:, [1, 0, 3, 2]].clone()
+    crop2 = p2.crop[:, [1, 0, 3, 2]].clone()
+    f1, f2 = p1.flip, p2.flip
+    center1 = crop1[:, :2] + crop1[:, 2:] / 2
+    center2 = crop2[:, :2] + crop2[:, 2:] / 2
+    center1[f1, 1] = 1 - center1[f1, 1]
+    center2[f1, 1] = 1 - center2[f1, 1]
+    widths = torch.tensor(
+        [2 * config.brightness, 2 * config.contrast, 2 * config.saturation, 2 * config.hue]
+    )
+    return {
+        "crop": torch.cat([center1 - center2, crop1[:, 2:] - crop2[:, 2:]], 1),
+        "flip": (f1 == f2).float().unsqueeze(-1),
+        "colour": p1.jitter / widths - p2.jitter / widths,
+        "blur": (p1.blur_sigma - p2.blur_sigma).unsqueeze(-1),
+    }
+
+
+def test_augself_targets_match_extract_diff() -> None:
     from eqbench.methods.augself import augself_targets
 
-    augment = TwoViewAugment(AugmentConfig(), IMG)
-    _, _, p1, p2 = augment.with_params(random_images(), torch.Generator().manual_seed(0))
-    for group in ("crop", "colour", "blur"):
-        torch.testing.assert_close(augself_targets(p1, p2, group), -augself_targets(p2, p1, group))
-    torch.testing.assert_close(augself_targets(p1, p2, "crop"), p1.crop - p2.crop)
+    config = build_augment_config({"blur_p": [0.5, 0.5]}, SIMCLR_AUGMENT)
+    augment = TwoViewAugment(config, IMG)
+    _, _, p1, p2 = augment.with_params(random_images(32), torch.Generator().manual_seed(0))
+    assert bool(p1.flip.any()) and bool((p1.flip != p2.flip).any())
+    for a, b in ((p1, p2), (p2, p1)):
+        reference = official_extract_diff(a, b, config)
+        for group, expected in reference.items():
+            torch.testing.assert_close(augself_targets(a, b, group, config), expected)
+    colour = augself_targets(p1, p2, "colour", config)
+    assert float(colour.abs().max()) <= 1.0  # SimCLR offsets up to 0.8 differ by 1.6 unscaled
+    torch.testing.assert_close(
+        augself_targets(p1, p2, "colour", config), -augself_targets(p2, p1, "colour", config)
+    )
 
 
 def test_sie_operator_and_param_scaling() -> None:
     from eqbench.methods.sie import HyperOperator
 
-    method = micro("sie", expander_dims=[16, 8], hypernet_dims=[4])
+    method = micro("sie", expander_dims=[16, 8])
     theta = torch.tensor([[-45.0], [0.0], [45.0]])
     torch.testing.assert_close(method.scaled_params(theta), torch.tensor([[-1.0], [0.0], [1.0]]))  # type: ignore[attr-defined]
-    op = HyperOperator(1, 3, [])
+    # the official hypernetwork (SIE src/hypernetwork.py lines 17-20, --hypernetwork linear,
+    # no --bias-hypernet): one bias-free Linear from t to the d×d operator
+    linears = [m for m in method.predictor.modules() if isinstance(m, torch.nn.Linear)]  # type: ignore[union-attr]
+    assert len(linears) == 1 and linears[0].bias is None
+    assert linears[0].weight.shape == (4 * 4, 1)  # d_e = 8 · (D/2) / D = 4
+    op = HyperOperator(1, 3)
     with torch.no_grad():
-        op.net[0].weight.zero_()
-        op.net[0].bias.copy_(torch.eye(3).flatten() * 2)
+        op.net.weight.copy_(torch.eye(3).flatten().unsqueeze(1) * 2)
     e = torch.randn(2, 3)
-    torch.testing.assert_close(op(e, torch.zeros(2, 1)), 2 * e)
+    torch.testing.assert_close(op(e, torch.ones(2, 1)), 2 * e)
+    torch.testing.assert_close(op(e, torch.zeros(2, 1)), torch.zeros(2, 3))  # no bias
 
 
 def test_mae_masks_three_quarters_and_encodes_only_the_visible() -> None:

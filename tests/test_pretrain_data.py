@@ -55,10 +55,10 @@ def test_streamed_batches_equal_preloaded_ones() -> None:
     a = list(preloaded.batches(position=8, steps=3))
     b = list(streamed.batches(position=8, steps=3))
     assert len(a) == len(b) == 3
-    for x, y in zip(a, b, strict=True):
+    for (x, x_aspect), (y, y_aspect) in zip(a, b, strict=True):
         assert x.shape == (4, 3, 4, 4) and x.dtype == torch.uint8
-        assert torch.equal(x, y)
-    assert [int(v) for v in a[0][:, 0, 0, 0]] == preloaded.sampler.indices(8, 4)
+        assert torch.equal(x, y) and x_aspect is None and y_aspect is None
+    assert [int(v) for v in a[0][0][:, 0, 0, 0]] == preloaded.sampler.indices(8, 4)
 
 
 def test_mix_seed_separates_streams() -> None:

@@ -200,6 +200,18 @@ def test_multicrop_sizes_order_and_seeding() -> None:
         LocalCropConfig(local_crop_scale=(0.5, 0.2))
 
 
+def test_local_crop_blur_is_dinos_at_96_px() -> None:
+    # DINO (main_dino.py lines 451-455, utils.py lines 40-54): 96 px local crops blurred with a
+    # PIL radius (σ) uniform in [0.1, 2] pixels of the crop; global 224 px views the same.
+    augment = MultiCropAugment(AugmentConfig(), LocalCropConfig(local_size=96), 224, 16)
+    assert augment.local_blur.ranges["sigma"] == pytest.approx((0.1, 2.0))
+    assert augment.blur.ranges["sigma"] == pytest.approx((0.1, 2.0))
+    # a smaller local crop is blurred by the same fraction of its side: σ · local_size / 96
+    small = MultiCropAugment(AugmentConfig(), LocalCropConfig(), 64, 16)
+    assert small.local_size == 32
+    assert small.local_blur.ranges["sigma"] == pytest.approx((0.1 / 3, 2.0 / 3))
+
+
 def test_random_masks_follow_the_ratio_and_probability() -> None:
     gen = torch.Generator().manual_seed(0)
     masks = random_patch_masks(2000, 100, gen, ratio=0.3, ratio_var=0.2, prob=0.5)

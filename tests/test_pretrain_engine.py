@@ -130,7 +130,7 @@ def test_shipped_configs_load_and_name_their_method() -> None:
             "essl": {"projector_dims": [8], "predictor_dims": [8]},
             "augself": {"projector_dims": [8], "predictor_dims": [8]},
             "equimod": {"projector_dims": [8], "equi_projector_dims": [8]},
-            "sie": {"expander_dims": [8, 8], "hypernet_dims": [8]},
+            "sie": {"expander_dims": [8, 8]},
             "mae": {"decoder_dim": 8, "decoder_depth": 1, "decoder_heads": 2},
             "gtsa": {"out_dim": 8, "projector_dim": 8, "rotation_dims": [8], "local_size": 16},
         }.get(base, {"out_dim": 8, "hidden_dim": 8, "bottleneck_dim": 8, "local_size": 16})

@@ -26,7 +26,7 @@ SMALL_OPTIONS: dict[str, dict[str, Any]] = {
         "predict": ["crop", "colour", "blur", "flip"],
     },
     "equimod": {"projector_dims": [32, 16], "equi_projector_dims": [32, 16]},
-    "sie": {"expander_dims": [32, 32], "hypernet_dims": [8]},
+    "sie": {"expander_dims": [32, 32]},
     "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
     "gtsa": {"out_dim": 32, "rotation_dims": [16, 8]},
 }

@@ -54,6 +54,20 @@ class ImageDataset(ABC):
         The memory layout is the dataset's choice (resized images come channels-last); callers
         that need a compact NCHW tensor use :func:`unit_float` or ``.contiguous()``."""
 
+    def load_whole(self, indices: Sequence[int], size: int) -> tuple[Tensor, Tensor]:
+        """Images ``indices`` whole, each resized to ``size × size`` whatever its shape, and the
+        aspect ratio of each source image.
+
+        Pretraining draws its random resized crops from these, over the full image as
+        torchvision's ``RandomResizedCrop`` does (:func:`eqbench.methods.augment.source_aspect`).
+        Datasets of square images keep this default: :meth:`load`, and aspect ratios of 1.
+
+        Returns:
+            ``(images (B, 3, size, size) uint8, aspect (B,) float64)``, ``aspect`` the source's
+            width / height.
+        """
+        return self.load(indices, size), torch.ones(len(indices), dtype=torch.float64)
+
     def load_window(self, indices: Sequence[int], size: int, window: int) -> Tensor:
         """The centre ``window × window`` of :meth:`load` ``(indices, size)``, value for value.
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eqbench.data.base import DATASETS
+from eqbench.data.base import DATASETS, resize_square
 from eqbench.data.dense import (
     IGNORE_INDEX,
     Instance,
@@ -192,6 +192,16 @@ class CocoInstances(SegmentationDataset):
                 )
             images[row], masks[row] = square_pair(image, mask, size)
         return images, masks
+
+    def load_whole(self, indices: Sequence[int], size: int) -> tuple[Tensor, Tensor]:
+        """Each image whole, resized to ``size × size``, and its width / height."""
+        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
+        aspect = torch.empty(len(indices), dtype=torch.float64)
+        for row, i in enumerate(indices):
+            image = torch.from_numpy(self.image(int(i))).permute(2, 0, 1)  # (3, H, W)
+            aspect[row] = image.shape[2] / image.shape[1]
+            out[row] = resize_square(image.unsqueeze(0), size)[0]
+        return out, aspect
 
     def fingerprint(self) -> dict[str, Any]:
         return {

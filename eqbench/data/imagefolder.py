@@ -8,7 +8,8 @@ Layout::
 Classes are the sorted folder names under ``train/``; a test class folder unknown to ``train/`` is
 an error, as is a class folder without images. Files with other extensions and hidden entries are
 ignored. Images are decoded with PIL, converted to RGB, resized so the shorter side equals the
-requested size (bilinear, antialiased) and centre-cropped to a square. ``groups`` is the index
+requested size (bilinear, antialiased) and centre-cropped to a square; pretraining with
+``full_image`` loads them whole instead (:meth:`ImageFolder.load_whole`). ``groups`` is the index
 (each file is its own source). ``n``, when given, keeps a seeded random subset of that many files
 (in file order), which makes a full ImageNet usable for quick runs.
 """
@@ -28,7 +29,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from eqbench.data.base import DATASETS, ImageDataset, parallel_rows
+from eqbench.data.base import DATASETS, ImageDataset, parallel_rows, resize_square
 from eqbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,14 @@ def read_image(path: Path, size: int) -> Tensor:
     Raises:
         DatasetError: when the file cannot be decoded.
     """
+    tensor = decode_image(path)
+    if min(tensor.shape[-2:]) != size:
+        tensor = TF.resize(tensor, size, antialias=True)
+    return TF.center_crop(tensor, [size, size])
+
+
+def decode_image(path: Path) -> Tensor:
+    """``path`` decoded to a uint8 RGB tensor ``(3, H, W)``, or :class:`DatasetError`."""
     try:
         with Image.open(path) as img:
             rgb = np.array(img.convert("RGB"))
@@ -106,10 +115,7 @@ def read_image(path: Path, size: int) -> Tensor:
             f"Cannot read image file '{path}' ({type(exc).__name__}: {exc}). It is corrupt, "
             "truncated or not an image: replace or delete it."
         ) from exc
-    tensor = torch.from_numpy(rgb).permute(2, 0, 1)
-    if min(tensor.shape[-2:]) != size:
-        tensor = TF.resize(tensor, size, antialias=True)
-    return TF.center_crop(tensor, [size, size])
+    return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
 class ImageFolder(ImageDataset):
@@ -182,6 +188,21 @@ class ImageFolder(ImageDataset):
 
         parallel_rows(fill, len(files))
         return out
+
+    def load_whole(self, indices: Sequence[int], size: int) -> tuple[Tensor, Tensor]:
+        """Each image whole, resized to ``size × size``, and its width / height."""
+        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
+        aspect = torch.empty(len(indices), dtype=torch.float64)
+        files = [self.folder / self.files[i] for i in indices]
+
+        def fill(rows: range) -> None:
+            for row in rows:
+                image = decode_image(files[row])  # (3, H, W)
+                aspect[row] = image.shape[2] / image.shape[1]
+                out[row] = resize_square(image.unsqueeze(0), size)[0]
+
+        parallel_rows(fill, len(files))
+        return out, aspect
 
     def fingerprint(self) -> dict[str, Any]:
         return {

@@ -18,7 +18,7 @@ def augself_loss(prediction: Tensor, target: Tensor, kind: str = "regression") -
     Args:
         prediction: ``(B, P)`` raw predictor outputs.
         target: ``(B, P)`` parameter differences ``ω₁ − ω₂`` (regression) or 0/1 labels
-            (``binary``: flip differs between the views).
+            (``binary``: 1 when the views are flipped alike).
         kind: ``regression`` — ``MSE(tanh(prediction), target)``, mean over all entries (the
             official code squashes the prediction with tanh); ``binary`` — BCE with logits.
     """

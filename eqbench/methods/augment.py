@@ -16,9 +16,26 @@ torchvision, all **eqbench defaults**:
 * crop: the area fraction and log aspect ratio are drawn once and the box sides clamped to the
   image (torchvision retries ten times, then falls back to a centre crop); the crop and flip are
   one bilinear :func:`~torch.nn.functional.grid_sample` from the loaded image;
+* whole images: the reference recipes crop from the full image, whatever its shape. With the
+  config's ``full_image`` each image arrives whole, resized to a square, and its width / height
+  ``a`` is set for the step (:func:`source_aspect`, by :meth:`Method.forward
+  <eqbench.methods.base.Method.forward>`); the crop's area fraction ``s`` and aspect ratio ``r``
+  are then those of torchvision's ``RandomResizedCrop`` on the original (``s`` of its area, ``r``
+  in its pixels): sides ``√(s·r/a)`` and ``√(s·a/r)`` as fractions of its width and height. The
+  ``rot`` preset and EquiMod's un-augmented view see the squashed square as it is;
 * colour jitter applies brightness → contrast → saturation → hue in that fixed order (eqbench's
   ``colour`` transformation; torchvision shuffles the order per image);
-* blur σ is given at 224 px and scaled by ``image_size / 224`` (kernel ``2·ceil(3σ_max) + 1``).
+* blur σ is given in pixels of the reference crop and scaled with the crop's side: global views
+  by ``image_size / 224``, DINO's local crops by ``local_size / 96``; kernel ``2·ceil(3σ_max) + 1``.
+
+The ``rot`` preset (``augment: {preset: rot}``) replaces the whole pipeline by a rotation: TIR's
+"rot" augmentation setting (Wang et al., AAAI-26, arXiv 2503.18753, Table 1: "Ours(VICReg, rot,
+rot)", A1 and A2 rotation only, against "all", the base method's usual augmentations). Each view
+is the whole loaded image (resized to the view size if it differs), rotated about its centre by an
+angle uniform in ``rotation_degrees`` with zero fill; no crop, flip, colour, blur or solarisation.
+**eqbench default** for the range, which the paper does not state for the augmentation: [-45°,
+45°], the rotation range it gives for the transformation ``g`` (Table 2), so that A2 and ``g``
+draw from the same distribution.
 
 Methods that learn from the augmentations themselves (AugSelf, EquiMod, ...) need each view's
 parameters: :meth:`TwoViewAugment.with_params` and :meth:`TwoViewAugment.crop_with_params` return
@@ -30,6 +47,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +59,19 @@ from torch import Tensor
 
 from eqbench.config import from_dict, to_dict
 from eqbench.errors import ConfigError
+from eqbench.registry import did_you_mean
 from eqbench.transforms import Transformation, build_transform
 from eqbench.transforms.photometric import grayscale
 
-#: Pixel size at which ``blur_sigma`` is given.
+#: ``AugmentConfig.preset`` values: the full pipeline, or rotation only.
+AUGMENT_PRESETS = ("all", "rot")
+
+#: Pixel size at which ``blur_sigma`` is given for the global views.
 REFERENCE_SIZE = 224
+
+#: Side of DINO's local crops, at which their blur σ is given: DINO, iBOT and GTSA blur the 96 px
+#: local crops with σ uniform in [0.1, 2] pixels of the 96 px crop.
+LOCAL_REFERENCE_SIZE = 96
 
 
 @dataclass
@@ -61,8 +89,14 @@ class AugmentConfig:
         hue: jitter strength: hue shift ``U[-h, h]`` turns.
         grayscale_p: probability of converting to grayscale.
         blur_p: probability of Gaussian blur, per view.
-        blur_sigma: range of the blur σ in pixels at 224 px.
+        blur_sigma: range of the blur σ in pixels at 224 px (global views) and at 96 px (local
+            crops of :class:`MultiCropAugment`).
         solarize_p: probability of solarisation (invert pixels >= 0.5), per view.
+        preset: ``all``, the pipeline above (the base method's usual augmentations), or ``rot``,
+            rotation only (TIR's "rot" setting; see the module docstring); ``rot`` ignores every
+            option above.
+        rotation_degrees: angle range in degrees of the ``rot`` preset (eqbench default
+            [-45, 45], the paper's range for TIR's rotation ``g``).
     """
 
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -77,9 +111,19 @@ class AugmentConfig:
     blur_p: tuple[float, float] = (1.0, 0.1)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: tuple[float, float] = (0.0, 0.2)
+    preset: str = "all"
+    rotation_degrees: tuple[float, float] = (-45.0, 45.0)
 
     def __post_init__(self) -> None:
         where = "augment options"
+        if self.preset not in AUGMENT_PRESETS:
+            hint = did_you_mean(self.preset, list(AUGMENT_PRESETS))
+            raise ConfigError(
+                f"{where}: unknown preset '{self.preset}'.{hint} Use one of "
+                f"{', '.join(AUGMENT_PRESETS)}."
+            )
+        if not self.rotation_degrees[0] <= self.rotation_degrees[1]:
+            raise ConfigError(f"{where}: rotation_degrees must satisfy low <= high.")
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ConfigError(f"{where}: crop_scale must satisfy 0 < low <= high <= 1.")
@@ -184,8 +228,8 @@ class ViewParams:
             saturation factors ``1 + offset``; hue shift in turns); zeros where jitter was off,
             which is the identity.
         grayscale: ``(B,)`` bool.
-        blur_sigma: ``(B,)`` float32 blur σ in pixels at 224 px (the units of
-            ``AugmentConfig.blur_sigma``); 0 where blur was off.
+        blur_sigma: ``(B,)`` float32 blur σ in the units of ``AugmentConfig.blur_sigma`` (pixels
+            at 224 px for global views, at 96 px for local crops); 0 where blur was off.
         solarize: ``(B,)`` bool.
         rotation: ``(B,)`` float32 rotation in degrees (counter-clockwise) applied after
             everything above; the shared augmentations never rotate (zeros), methods that rotate
@@ -220,6 +264,23 @@ class ViewParams:
         return dataclasses.replace(self, rotation=degrees.detach().float().cpu().reshape(-1))
 
 
+#: Width / height of the source images of the current step's views (``None``: the loaded images
+#: are the squares to crop from).
+_SOURCE_ASPECT: ContextVar[Tensor | None] = ContextVar("source_aspect", default=None)
+
+
+@contextmanager
+def source_aspect(aspect: Tensor | None) -> Iterator[None]:
+    """Within the block, random resized crops of a batch of ``n`` images are drawn for whole
+    source images of width / height ``aspect`` ``(n,)`` resized to squares (see the module
+    docstring); ``None`` crops the squares as they are."""
+    token = _SOURCE_ASPECT.set(None if aspect is None else aspect.detach().double().cpu())
+    try:
+        yield
+    finally:
+        _SOURCE_ASPECT.reset(token)
+
+
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> Tensor:
     return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
 
@@ -248,6 +309,7 @@ class TwoViewAugment:
         self.blur = build_transform(
             "blur", image_size, sigma=[c.blur_sigma[0] * scale, c.blur_sigma[1] * scale]
         )
+        self.rotation = build_transform("rotation", image_size, degrees=list(c.rotation_degrees))
 
     def describe(self) -> dict[str, Any]:
         """The resolved options, JSON-able."""
@@ -263,6 +325,7 @@ class TwoViewAugment:
 
         Draws, in order: the area fractions, the log aspect ratios, the centres' x, the centres'
         y, the flips (``n`` each). ``crop_scale`` overrides the config's area range (local crops).
+        Under :func:`source_aspect` the area and aspect ratio are the source image's.
 
         Returns:
             ``(box, flip)``: ``box`` ``(n, 4)`` float64 ``(centre_x, centre_y, width, height)``
@@ -271,7 +334,14 @@ class TwoViewAugment:
         c = self.config
         area = _uniform(n, *(crop_scale or c.crop_scale), generator)
         log_ratio = _uniform(n, math.log(c.crop_ratio[0]), math.log(c.crop_ratio[1]), generator)
-        ratio = torch.exp(log_ratio)
+        ratio = torch.exp(log_ratio)  # width / height in the source's pixels
+        aspect = _SOURCE_ASPECT.get()
+        if aspect is not None:
+            if aspect.shape != (n,):
+                raise ValueError(f"source aspect {tuple(aspect.shape)} for a batch of {n} crops")
+            # torchvision RandomResizedCrop.get_params on a W×H image: w = √(s·W·H·r) pixels,
+            # h = √(s·W·H/r); as fractions of W and H with a = W/H: √(s·r/a) and √(s·a/r)
+            ratio = ratio / aspect
         width = torch.sqrt(area * ratio).clamp(max=1.0)  # fractions of the image side
         height = torch.sqrt(area / ratio).clamp(max=1.0)
         centre_x = width / 2 + torch.rand(n, generator=generator, dtype=torch.float64) * (1 - width)
@@ -325,6 +395,8 @@ class TwoViewAugment:
             :class:`ViewParams`.
         """
         c = self.config
+        if c.preset == "rot":
+            return self.rotated_with_params(images, generator)
         return self.crop_with_params(
             images,
             generator,
@@ -334,6 +406,34 @@ class TwoViewAugment:
             blur_p=c.blur_p[index],
             solarize_p=c.solarize_p[index],
         )
+
+    def rotated_with_params(
+        self, images: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, ViewParams]:
+        """The ``rot`` preset's view: the whole image rotated by an angle drawn from
+        ``rotation_degrees`` (one draw per image), and its parameters.
+
+        Returns:
+            ``(B, 3, S, S)`` float images in [0, 1] and their :class:`ViewParams` (the whole
+            image as crop box, no photometric change, ``rotation`` the angle).
+        """
+        n, size = images.shape[0], self.image_size
+        x = images
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        angle = self.rotation.sample(n, generator)  # (B, 1) degrees, counter-clockwise
+        out = self.rotation.apply(x, angle.to(x.device))
+        off = torch.zeros(n, dtype=torch.bool)
+        params = ViewParams(
+            crop=torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(n, 4).clone(),
+            flip=off,
+            jitter=torch.zeros(n, 4),
+            grayscale=off.clone(),
+            blur_sigma=torch.zeros(n),
+            solarize=off.clone(),
+            rotation=angle[:, 0].float(),
+        )
+        return out, params
 
     def crop(
         self,
@@ -345,6 +445,7 @@ class TwoViewAugment:
         blur: Transformation,
         blur_p: float,
         solarize_p: float,
+        blur_reference: int = REFERENCE_SIZE,
     ) -> Tensor:
         """A random resized crop of side ``size``, then flip, jitter, grayscale, blur, solarise
         (:meth:`crop_with_params` without the parameters).
@@ -360,6 +461,7 @@ class TwoViewAugment:
             blur=blur,
             blur_p=blur_p,
             solarize_p=solarize_p,
+            blur_reference=blur_reference,
         )[0]
 
     def crop_with_params(
@@ -373,6 +475,7 @@ class TwoViewAugment:
         blur_p: float,
         solarize_p: float,
         boxes: tuple[Tensor, Tensor] | None = None,
+        blur_reference: int = REFERENCE_SIZE,
     ) -> tuple[Tensor, ViewParams]:
         """A random resized crop of side ``size``, then flip, jitter, grayscale, blur, solarise.
 
@@ -382,10 +485,13 @@ class TwoViewAugment:
         Args:
             boxes: crop boxes and flips already drawn by :meth:`crop_boxes` (methods that
                 re-sample crops until they overlap, such as GTSA), used instead of new draws.
+            blur_reference: the crop side at which ``blur``'s σ range is given (224 for global
+                views, 96 for local crops); ``blur`` is built for ``size`` with σ scaled by
+                ``size / blur_reference``.
 
         Returns:
             ``(B, 3, size, size)`` float images in [0, 1], and the :class:`ViewParams` that
-            made them (``blur`` is assumed built for ``size`` with σ scaled by ``size / 224``).
+            made them.
         """
         c = self.config
         n, device = images.shape[0], images.device
@@ -416,7 +522,7 @@ class TwoViewAugment:
             flip=flip,
             jitter=jitter_params.float() * jitter_mask.unsqueeze(1),
             grayscale=gray_mask,
-            blur_sigma=(sigma[:, 0] * (REFERENCE_SIZE / size)).float(),
+            blur_sigma=(sigma[:, 0] * (blur_reference / size)).float(),
             solarize=solarise_mask,
             rotation=torch.zeros(n),
         )
@@ -456,10 +562,23 @@ class MultiCropAugment(TwoViewAugment):
     def __init__(
         self, config: AugmentConfig, local: LocalCropConfig, image_size: int, patch_size: int
     ) -> None:
+        if config.preset != "all":
+            raise ConfigError(
+                f"augment options: preset '{config.preset}' makes two views only; multi-crop "
+                "methods (DINO, iBOT, DINOv2, GTSA) need preset: all."
+            )
         super().__init__(config, image_size)
         self.local = local
         self.local_size = local.local_size or default_local_size(image_size, patch_size)
-        scale = self.local_size / REFERENCE_SIZE
+        # DINO blurs its 96 px local crops with σ in [0.1, 2] px of the crop (facebookresearch/dino,
+        # main_dino.py lines 451-455: RandomResizedCrop(96) then utils.GaussianBlur(p=0.5), whose
+        # utils.py lines 40-54 draw the PIL radius uniform in [0.1, 2]; the same in bytedance/ibot
+        # main_ibot.py lines 607-610 and bok3948/GTSA util/gtsa_transforms.py lines 100-101).
+        # A local crop of another side is blurred by the same fraction of its side: σ scales by
+        # local_size / 96 (at the default local size, 96/224 of the global one, this is the
+        # global views' image_size / 224). It used to scale by local_size / 224, blurring 96 px
+        # crops with σ in [0.04, 0.86] px.
+        scale = self.local_size / LOCAL_REFERENCE_SIZE
         sigma = [config.blur_sigma[0] * scale, config.blur_sigma[1] * scale]
         self.local_blur = build_transform("blur", self.local_size, sigma=sigma)
 
@@ -479,6 +598,7 @@ class MultiCropAugment(TwoViewAugment):
                 blur=self.local_blur,
                 blur_p=self.local.local_blur_p,
                 solarize_p=self.local.local_solarize_p,
+                blur_reference=LOCAL_REFERENCE_SIZE,
             )
             for _ in range(self.local.n_local)
         ]

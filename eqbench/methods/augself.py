@@ -9,10 +9,13 @@ parameter group reads the *backbone* features of both views, concatenated, and p
 "flips differ" classification. ``L = L_SSL + λ·Σ_groups L_group`` with ``λ = 1`` (paper) and the
 paper's ImageNet groups ``crop`` and ``colour``.
 
-Parameter groups (from :class:`~eqbench.methods.augment.ViewParams`): ``crop`` — box
-``(x0, y0, w, h)`` as fractions of the image; ``colour`` — applied jitter offsets (brightness,
-contrast, saturation, hue; 0 when jitter was off); ``blur`` — σ at 224 px divided by 2 (the top of
-the σ range, **eqbench default** so the target fits tanh's range); ``flip``.
+Targets, from :class:`~eqbench.methods.augment.ViewParams`, normalised exactly as the official
+``extract_diff`` (``transforms.py``; :func:`augself_targets`): ``crop`` — differences of the crop
+centres (y, x; mirrored in x where the first view is flipped) and sizes (h, w), as fractions of the
+image; ``colour`` — differences of the applied jitter offsets, each divided by the width of its
+range (so a SimCLR-strength brightness offset in [-0.8, 0.8] becomes [-0.5, 0.5]; 0 when jitter
+was off); ``blur`` — difference of σ (pixels at 224 px; 0 when blur was off); ``flip`` — 1 when
+both views are flipped alike.
 
 **eqbench defaults**: each predictor is ``Linear-BN-ReLU`` ×2 then ``Linear`` with hidden widths
 512 (the official ``load_mlp`` with 3 layers); the features are the pooled backbone features
@@ -30,7 +33,7 @@ from torch import Tensor, nn
 from eqbench.backbones import Encoder
 from eqbench.errors import ConfigError
 from eqbench.losses import augself_loss
-from eqbench.methods.augment import ViewParams
+from eqbench.methods.augment import AugmentConfig, ViewParams
 from eqbench.methods.auxiliary import AuxiliaryMethod, AuxiliaryOptions
 from eqbench.methods.base import METHODS, Method, TrainBatch, projection_mlp
 
@@ -70,16 +73,44 @@ class AugSelfOptions(AuxiliaryOptions):
             raise ConfigError(f"AugSelf aug_weight must be >= 0, got {self.aug_weight}.")
 
 
-def augself_targets(p1: ViewParams, p2: ViewParams, group: str) -> Tensor:
-    """The target of ``group`` for the pair (view 1, view 2), ``(B, width)`` float32."""
+def jitter_widths(config: AugmentConfig) -> Tensor:
+    """``(4,)`` widths of the brightness, contrast, saturation and hue offset ranges."""
+    strengths = [config.brightness, config.contrast, config.saturation, config.hue]
+    return torch.tensor([2.0 * s for s in strengths], dtype=torch.float32)
+
+
+def augself_targets(p1: ViewParams, p2: ViewParams, group: str, config: AugmentConfig) -> Tensor:
+    """The target of ``group`` for the pair (view 1, view 2), ``(B, width)`` float32.
+
+    The official ``extract_diff`` (``hankook/AugSelf``, ``transforms.py`` lines 134-147 for
+    crop and flip, ``_extract_w`` lines 105-119 for blur and colour; the crop box is
+    ``RandomResizedCrop``'s ``[y0, x0, h, w]``, lines 21-27):
+
+    * crop: ``[c1 − c2, s1 − s2]`` with ``c = (y0 + h/2, x0 + w/2)`` the centre and ``s = (h, w)``
+      the size, fractions of the image; both centres' x is mirrored (``1 − x``) where the *first*
+      view is flipped (lines 144-145 use view 1's flip mask for both);
+    * colour: ``(factor − 1) / (range width)`` per brightness, contrast, saturation and hue
+      (hue: offset / width), 0 where jitter was off, then view 1 − view 2;
+    * blur: ``σ1 − σ2``, σ 0 where blur was off (σ in ``AugmentConfig.blur_sigma`` units);
+    * flip: ``f1 == f2`` (line 147), a binary label.
+    """
     if group == "crop":
-        return p1.crop - p2.crop
+        centres = []
+        for p in (p1, p2):
+            x0, y0, w, h = p.crop.float().unbind(dim=1)
+            cx = x0 + w / 2
+            centres.append((y0 + h / 2, torch.where(p1.flip, 1 - cx, cx)))
+        (cy1, cx1), (cy2, cx2) = centres
+        sizes = [torch.stack([p.crop[:, 3], p.crop[:, 2]], dim=1).float() for p in (p1, p2)]
+        return torch.cat([torch.stack([cy1 - cy2, cx1 - cx2], dim=1), sizes[0] - sizes[1]], dim=1)
     if group == "colour":
-        return p1.jitter - p2.jitter
+        widths = jitter_widths(config)
+        safe = torch.where(widths > 0, widths, torch.ones_like(widths))
+        return (p1.jitter.float() - p2.jitter.float()) / safe
     if group == "blur":
-        return ((p1.blur_sigma - p2.blur_sigma) / 2.0).unsqueeze(1)
+        return (p1.blur_sigma - p2.blur_sigma).float().unsqueeze(1)
     if group == "flip":
-        return (p1.flip != p2.flip).float().unsqueeze(1)
+        return (p1.flip == p2.flip).float().unsqueeze(1)
     raise ValueError(f"unknown AugSelf group {group!r}")
 
 
@@ -105,7 +136,10 @@ class AugSelf(AuxiliaryMethod):
         pairs = torch.cat([torch.cat([f1, f2], dim=1), torch.cat([f2, f1], dim=1)])  # (2B, 2D)
         out = {}
         for group, predictor in self.predictors.items():
-            target = torch.cat([augself_targets(p1, p2, group), augself_targets(p2, p1, group)])
+            config = self.augment.config
+            target = torch.cat(
+                [augself_targets(p1, p2, group, config), augself_targets(p2, p1, group, config)]
+            )
             prediction = predictor(pairs).float()
             kind = AUGSELF_GROUPS[group][1]
             out[f"aug_{group}"] = augself_loss(prediction, target.to(prediction.device), kind)

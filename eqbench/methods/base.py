@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from eqbench.backbones import Encoder
 from eqbench.config import from_dict
 from eqbench.errors import ConfigError
+from eqbench.methods.augment import source_aspect
 from eqbench.registry import Registry, did_you_mean
 
 #: Where the error for an unknown method points the user.
@@ -43,12 +44,15 @@ class TrainBatch:
             temperature warm-up).
         diagnostics: ``True`` at the engine's log steps: a method may then add costlier
             diagnostics to its output (TIR's ``recon_grad_share``); they never change the loss.
+        aspect: ``(B,)`` width / height of the source images when ``images`` are whole images
+            resized to squares (``full_image``); ``None`` when they are the squares to crop from.
     """
 
     images: Tensor
     generator: torch.Generator
     step: int = 0
     diagnostics: bool = False
+    aspect: Tensor | None = None
 
 
 class Objective(nn.Module, ABC):
@@ -115,8 +119,11 @@ class Method(nn.Module, ABC):
         """
 
     def forward(self, batch: TrainBatch) -> dict[str, Tensor]:
-        """Same as :meth:`training_step` (so DistributedDataParallel can wrap the method)."""
-        return self.training_step(batch)
+        """:meth:`training_step` (so DistributedDataParallel can wrap the method), with the
+        batch's source aspect ratios set for the random resized crops of its views
+        (:func:`~eqbench.methods.augment.source_aspect`)."""
+        with source_aspect(batch.aspect):
+            return self.training_step(batch)
 
 
 #: ``name -> factory(encoder, img_size, options) -> Method``.

@@ -10,8 +10,11 @@ small MLP predictor on their feature classifies ``k`` with cross-entropy. ``L = 
 **eqbench defaults** where the paper differs or is silent: one rotated view per image, a third
 view drawn from the base augmentations (first-view probabilities) at the training size, rotated by
 its own random ``k`` (the paper's ImageNet code rotates small 96 px crops by all four ``k``); the
-predictor is ``Linear-BN-ReLU`` ×2 then ``Linear`` to 4 with hidden widths 512 (paper: 2048); it
-reads the pooled backbone feature (``pool``), the same one the base objective gets.
+predictor reads the pooled backbone feature (``pool``), the same one the base objective gets.
+
+The predictor is the official one (:func:`rotation_head`): ``Linear-LayerNorm-ReLU`` ×2, then
+``Linear-LayerNorm`` to 128, then ``Linear`` to 4; widths 2048-2048-128 on ImageNet (the official
+first widths are the ResNet-50 feature width), 512-512-128 in the CPU config.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from eqbench.backbones import Encoder
 from eqbench.errors import ConfigError
 from eqbench.methods.augment import to_unit_float
 from eqbench.methods.auxiliary import AuxiliaryMethod, AuxiliaryOptions
-from eqbench.methods.base import METHODS, Method, TrainBatch, projection_mlp
+from eqbench.methods.base import METHODS, Method, TrainBatch
 from eqbench.transforms import build_transform
 
 
@@ -36,16 +39,41 @@ class ESSLOptions(AuxiliaryOptions):
 
     Attributes:
         rotation_weight: ``λ`` (paper 0.4).
-        predictor_dims: hidden widths of the rotation predictor (paper 2048, 2048).
+        predictor_dims: widths of the rotation predictor's layers before its 4-way output
+            (official: 2048, 2048, 128); see :func:`rotation_head`.
     """
 
     rotation_weight: float = 0.4
-    predictor_dims: list[int] = field(default_factory=lambda: [512, 512])
+    predictor_dims: list[int] = field(default_factory=lambda: [2048, 2048, 128])
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.rotation_weight < 0:
             raise ConfigError(f"E-SSL rotation_weight must be >= 0, got {self.rotation_weight}.")
+        if not self.predictor_dims or any(d <= 0 for d in self.predictor_dims):
+            raise ConfigError(
+                f"E-SSL predictor_dims must be a non-empty list of positive ints, got "
+                f"{self.predictor_dims}."
+            )
+
+
+def rotation_head(in_dim: int, dims: list[int], n_classes: int = 4) -> nn.Sequential:
+    """E-SSL's rotation predictor: ``Linear → LayerNorm → ReLU`` for every width but the last,
+    ``Linear → LayerNorm`` for the last (no ReLU), then ``Linear`` to ``n_classes``.
+
+    The official ``rotation_projector`` (``rdangovs/essl``, ``imagenet/simclr/main.py`` lines
+    192-200): ``Linear(2048, 2048), LayerNorm(2048), ReLU, Linear(2048, 2048), LayerNorm(2048),
+    ReLU, Linear(2048, 128), LayerNorm(128), Linear(128, 4)``, i.e. ``dims = [2048, 2048, 128]``.
+    """
+    layers: list[nn.Module] = []
+    width = in_dim
+    for i, out in enumerate(dims):
+        layers += [nn.Linear(width, out), nn.LayerNorm(out)]
+        if i < len(dims) - 1:
+            layers.append(nn.ReLU(inplace=True))
+        width = out
+    layers.append(nn.Linear(width, n_classes))
+    return nn.Sequential(*layers)
 
 
 class ESSL(AuxiliaryMethod):
@@ -56,8 +84,8 @@ class ESSL(AuxiliaryMethod):
 
     def build_heads(self) -> None:
         self.rotation = build_transform("rotation4", self.img_size)
-        self.predictor = projection_mlp(
-            self.encoder.embed_dim, [*self.opts.predictor_dims, self.rotation.num_classes]
+        self.predictor = rotation_head(
+            self.encoder.embed_dim, self.opts.predictor_dims, self.rotation.num_classes
         )
 
     def training_step(self, batch: TrainBatch) -> dict[str, Tensor]:

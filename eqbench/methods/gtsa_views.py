@@ -22,7 +22,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from eqbench.methods.augment import MultiCropAugment, to_unit_float
+from eqbench.methods.augment import (
+    LOCAL_REFERENCE_SIZE,
+    REFERENCE_SIZE,
+    MultiCropAugment,
+    to_unit_float,
+)
 from eqbench.methods.overlap import (
     cxcywh_to_xyxy,
     intersection,
@@ -165,6 +170,7 @@ class GTSAViews:
                     augment.config.solarize_p[index] if is_global else local.local_solarize_p
                 ),
                 boxes=drawn,
+                blur_reference=REFERENCE_SIZE if is_global else LOCAL_REFERENCE_SIZE,
             )
             rotation = self.rotations[size]
             k = rotation.sample(n, generator)  # (B, 1) float class indices

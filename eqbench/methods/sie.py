@@ -15,10 +15,11 @@ Views, **eqbench defaults** (the paper renders 3D objects under known rotations)
 ``u = A2(I)``, ``v2 = g_t(u)`` with ``g`` a continuous eqbench transformation (default ``rotation``,
 ``t`` uniform in [-45°, 45°], about the centre with zero fill, as TIR's second view), so ``t`` is
 the transformation from ``u`` to ``v2`` (the base augmentations stay nuisances the invariant part
-must ignore). The hypernetwork reads ``t`` rescaled to [-1, 1] by the transformation's range;
-it is ``Linear-ReLU`` per hidden width (default one of 64) then ``Linear`` to ``d_e²`` (the
-operator, no bias). Expander widths 512-512-512 (paper 2048-2048-2048 on a 512-d ResNet-18).
-Augmentations: VICReg's. Features: the pooled backbone feature (``pool``).
+must ignore). The hypernetwork reads ``t`` rescaled to [-1, 1] by the transformation's range; as
+the official default (``--hypernetwork linear``, no ``--bias-hypernet``, no ``--bias-pred``) it
+is one bias-free ``Linear`` from ``t`` to the ``d_e²`` entries of ``ρ(t)``. Expander widths
+512-512-512 (paper 2048-2048-2048 on a 512-d ResNet-18). Augmentations: VICReg's. Features: the
+pooled backbone feature (``pool``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ class SIEOptions:
         d_equi: width of the equivariant part of the representation (default ``D/2``, paper).
         expander_dims: widths of a whole-representation expander, split between the parts in
             proportion to their widths (paper 2048-2048-2048).
-        hypernet_dims: hidden widths of the hypernetwork.
         inv_weight: ``s``, invariance weight (paper 10).
         equi_factor: equivariance weight relative to ``s`` (paper 0.45).
         var_weight: ``μ`` (paper 10).
@@ -61,7 +61,6 @@ class SIEOptions:
     transform_options: dict[str, Any] = field(default_factory=dict)
     d_equi: int | None = None
     expander_dims: list[int] = field(default_factory=lambda: [512, 512, 512])
-    hypernet_dims: list[int] = field(default_factory=lambda: [64])
     inv_weight: float = 10.0
     equi_factor: float = 0.45
     var_weight: float = 10.0
@@ -82,24 +81,24 @@ def split_widths(dims: list[int], share: float) -> list[int]:
 
 
 class HyperOperator(nn.Module):
-    """``ρ(t)``: an MLP from parameters ``(B, P)`` to matrices ``(B, d, d)``, applied to ``e``.
+    """``ρ(t)``: a bias-free linear map from parameters ``(B, P)`` to matrices ``(B, d, d)``,
+    applied to ``e``.
+
+    The official default (``facebookresearch/SIE``, ``src/hypernetwork.py`` lines 17-20:
+    ``HyperNet`` with ``--hypernetwork linear`` is ``nn.Linear(latent_size, output_size,
+    bias=args.bias_hypernet)``, ``--bias-hypernet`` being off in ``main.py`` line 48; lines 58-77,
+    ``ParametrizedNet.forward``, view its output as the ``(d, d)`` weight ``W`` and return
+    ``W·e``, with no bias since ``--bias-pred`` is off, ``main.py`` line 47).
 
     Args:
         param_dim: ``P``.
         dim: ``d``.
-        hidden: hidden widths.
     """
 
-    def __init__(self, param_dim: int, dim: int, hidden: list[int]) -> None:
+    def __init__(self, param_dim: int, dim: int) -> None:
         super().__init__()
         self.dim = dim
-        layers: list[nn.Module] = []
-        width = param_dim
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, dim * dim))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Linear(param_dim, dim * dim, bias=False)
 
     def forward(self, e: Tensor, t: Tensor) -> Tensor:
         """``ρ(t)·e``: ``e`` ``(B, d)``, ``t`` ``(B, P)`` → ``(B, d)``."""
@@ -129,7 +128,7 @@ class SIE(Method):
         self.inv_expander = projection_mlp(self.d_inv, inv_dims, last_bias=False)
         self.equi_expander = projection_mlp(self.d_equi, equi_dims, last_bias=False)
         low, _ = self.param_range()
-        self.predictor = HyperOperator(low.numel(), equi_dims[-1], opts.hypernet_dims)
+        self.predictor = HyperOperator(low.numel(), equi_dims[-1])
         self.loss = SIELoss(opts.inv_weight, opts.equi_factor, opts.var_weight, opts.cov_weight)
         self.options = {
             **to_dict(opts),

@@ -34,6 +34,9 @@ RESUMABLE_KEYS = frozenset(
     }
 )
 
+#: Values of ``grad_clip_mode`` (implemented in :mod:`eqbench.train.clipping`).
+CLIP_MODES = ("global", "per_parameter", "per_module")
+
 
 @dataclass
 class PretrainConfig:
@@ -45,6 +48,11 @@ class PretrainConfig:
         backbone_options: architecture options (e.g. ``drop_path_rate``).
         img_size: side of the training views in pixels.
         load_size: side at which images are loaded before cropping (default ``img_size``).
+        full_image: load each training image whole, resized to a ``load_size`` square with its
+            aspect ratio kept aside, so that the views' random resized crops cover the full image
+            as torchvision's ``RandomResizedCrop`` does in the reference recipes (area fraction
+            of the whole image, aspect ratio in the original's pixels); ``false`` loads the
+            ``load_size`` centre square (shorter side resized to ``load_size``).
         dataset: ``NAME`` or ``NAME:PATH`` (``eqbench ls datasets``).
         n_images: images in the training set (generated datasets) or a seeded subset.
         batch_size: global batch size (split evenly over processes).
@@ -57,7 +65,12 @@ class PretrainConfig:
         weight_decay: AdamW weight decay at the start (biases and norms get none).
         weight_decay_end: weight decay at the end (cosine schedule); ``None`` keeps it constant.
         betas: AdamW betas.
-        grad_clip: maximum global gradient norm; ``None`` disables clipping.
+        grad_clip: maximum gradient norm; ``None`` disables clipping (official VICReg, SimCLR,
+            MAE, AugSelf, E-SSL and SIE do not clip).
+        grad_clip_mode: what ``grad_clip`` bounds (:mod:`eqbench.train.clipping`): ``global``,
+            the norm of all gradients together; ``per_parameter``, each parameter's gradient
+            separately (DINO, iBOT, GTSA: 3.0); ``per_module``, each top-level sub-module's
+            gradients (backbone, each head) separately (DINOv2: 3.0).
         teacher_momentum: EMA momentum of a method's teacher at the start (DINO, arXiv
             2104.14294: 0.996); ignored by methods without a teacher.
         teacher_momentum_end: teacher momentum at the end (cosine schedule; DINO: 1.0).
@@ -79,6 +92,7 @@ class PretrainConfig:
     backbone_options: dict[str, Any] = field(default_factory=dict)
     img_size: int = 64
     load_size: int | None = None
+    full_image: bool = False
     dataset: str = "photos"
     n_images: int | None = None
     batch_size: int = 64
@@ -91,6 +105,7 @@ class PretrainConfig:
     weight_decay_end: float | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float | None = None
+    grad_clip_mode: str = "global"
     teacher_momentum: float = 0.996
     teacher_momentum_end: float = 1.0
     seed: int = 0
@@ -133,6 +148,12 @@ class PretrainConfig:
             raise ConfigError("pretrain config: weight decay must be >= 0.")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError("pretrain config: 'grad_clip' must be > 0 (or null to disable).")
+        if self.grad_clip_mode not in CLIP_MODES:
+            hint = did_you_mean(self.grad_clip_mode, list(CLIP_MODES))
+            raise ConfigError(
+                f"pretrain config: unknown grad_clip_mode '{self.grad_clip_mode}'.{hint} "
+                f"Use one of {', '.join(CLIP_MODES)}."
+            )
         if not (0 <= self.teacher_momentum <= 1 and 0 <= self.teacher_momentum_end <= 1):
             raise ConfigError("pretrain config: teacher momenta must lie in [0, 1].")
         if self.num_workers < 0 or self.preload_max_mb < 0:

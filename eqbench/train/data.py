@@ -5,6 +5,10 @@ is image ``perm_e[p mod n]`` of epoch ``e = p div n``, with ``perm_e`` a permuta
 ``(seed, e)``. A step with global batch ``G`` covers positions ``[p, p + G)``; process ``r`` of
 ``W`` takes the ``r``-th slice of ``G / W`` of them. So the data order depends on the seed only,
 not on when the run was interrupted, and resuming at a saved position continues it exactly.
+
+Images are loaded as ``size`` squares: centre squares, or (``whole``) each image whole, resized to
+the square, with its aspect ratio beside it so that the views are cropped from the full image
+(:meth:`~eqbench.data.ImageDataset.load_whole`).
 """
 
 from __future__ import annotations
@@ -63,15 +67,29 @@ class PositionSampler:
         return out
 
 
-class _Images(Dataset[Tensor]):
+#: A batch: uint8 images ``(b, 3, S, S)`` and the width / height of their sources ``(b,)``
+#: (``None`` for centre squares).
+Batch = tuple[Tensor, Tensor | None]
+
+
+def load_batch(dataset: ImageDataset, indices: Sequence[int], size: int, whole: bool) -> Batch:
+    """Images ``indices`` as centre squares, or whole with their aspect ratios."""
+    if whole:
+        images, aspect = dataset.load_whole(list(indices), size)
+        return images.contiguous(), aspect
+    return dataset.load(list(indices), size).contiguous(), None
+
+
+class _Images(Dataset[Batch]):
     """Map-style dataset whose keys are lists of indices (one key = one per-process batch)."""
 
-    def __init__(self, dataset: ImageDataset, size: int) -> None:
+    def __init__(self, dataset: ImageDataset, size: int, whole: bool) -> None:
         self.dataset = dataset
         self.size = size
+        self.whole = whole
 
-    def __getitem__(self, indices: Sequence[int]) -> Tensor:
-        return self.dataset.load(list(indices), self.size).contiguous()
+    def __getitem__(self, indices: Sequence[int]) -> Batch:
+        return load_batch(self.dataset, indices, self.size, self.whole)
 
 
 class TrainData:
@@ -86,6 +104,8 @@ class TrainData:
         world_size: number of processes (must divide ``global_batch``).
         preload_max_mb: preload the whole dataset when it fits in this many MiB.
         num_workers: loader processes when not preloaded.
+        whole: load each image whole (resized to the square) with its aspect ratio, instead of
+            its centre square.
     """
 
     def __init__(
@@ -99,41 +119,50 @@ class TrainData:
         world_size: int = 1,
         preload_max_mb: int = 1024,
         num_workers: int = 0,
+        whole: bool = False,
     ) -> None:
         self.dataset = dataset
         self.size = size
+        self.whole = whole
         self.sampler = PositionSampler(len(dataset), seed)
         self.global_batch = global_batch
         self.local_batch = global_batch // world_size
         self.rank = rank
         self.num_workers = num_workers
         self.images: Tensor | None = None
+        self.aspect: Tensor | None = None
         megabytes = len(dataset) * 3 * size * size / 2**20
         if megabytes <= preload_max_mb:
-            self.images = self._preload()
+            self.images, self.aspect = self._preload()
 
-    def _preload(self) -> Tensor:
+    def _preload(self) -> Batch:
         n = len(self.dataset)
         logger.info("preloading %d images at %d px", n, self.size)
         chunks = [
-            self.dataset.load(list(range(i, min(n, i + PRELOAD_CHUNK))), self.size).contiguous()
+            load_batch(self.dataset, range(i, min(n, i + PRELOAD_CHUNK)), self.size, self.whole)
             for i in range(0, n, PRELOAD_CHUNK)
         ]
-        return torch.cat(chunks)  # (n, 3, S, S) uint8
+        images = torch.cat([c[0] for c in chunks])  # (n, 3, S, S) uint8
+        aspects = [c[1] for c in chunks if c[1] is not None]
+        return images, torch.cat(aspects) if self.whole else None
 
     def step_indices(self, position: int) -> list[int]:
         """This process's dataset indices for the step starting at ``position``."""
         start = position + self.rank * self.local_batch
         return self.sampler.indices(start, self.local_batch)
 
-    def batches(self, position: int, steps: int) -> Iterator[Tensor]:
-        """``steps`` uint8 batches ``(b, 3, S, S)``, the first at data ``position``."""
+    def batches(self, position: int, steps: int) -> Iterator[Batch]:
+        """``steps`` batches ``(images (b, 3, S, S) uint8, aspect (b,) or None)``, the first at
+        data ``position``."""
         keys = (self.step_indices(position + i * self.global_batch) for i in range(steps))
         if self.images is not None:
-            images = self.images
-            return (images[torch.tensor(k)] for k in keys)
+            images, aspect = self.images, self.aspect
+            return (
+                (images[torch.tensor(k)], None if aspect is None else aspect[torch.tensor(k)])
+                for k in keys
+            )
         loader = DataLoader(
-            _Images(self.dataset, self.size),
+            _Images(self.dataset, self.size, self.whole),
             sampler=keys,
             batch_size=None,
             num_workers=self.num_workers,

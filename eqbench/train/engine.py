@@ -26,6 +26,7 @@ is interrupted and resumed ends bit-for-bit where an uninterrupted run ends.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -49,6 +50,7 @@ from eqbench.device import autocast
 from eqbench.errors import ConfigError, EqbenchError
 from eqbench.methods import Method, TrainBatch, build_method
 from eqbench.train import distributed, state
+from eqbench.train.clipping import clip_gradients
 from eqbench.train.config import RESUMABLE_KEYS, PretrainConfig, dump_config
 from eqbench.train.data import TrainData, mix_seed
 from eqbench.train.schedule import (
@@ -225,11 +227,16 @@ class _Run:
 
     # ------------------------------------------------------------------------------ a step
     def _train_step(
-        self, model: nn.Module, images: Tensor, diagnostics: bool = False
+        self,
+        model: nn.Module,
+        images: Tensor,
+        aspect: Tensor | None = None,
+        diagnostics: bool = False,
     ) -> tuple[dict[str, Tensor], float]:
         """One optimisation step at ``self.step``; returns detached losses and the grad norm.
 
-        ``diagnostics`` (log steps) lets the method add costlier logged entries."""
+        ``aspect``: the source images' width / height (``full_image``); ``diagnostics`` (log
+        steps) lets the method add costlier logged entries."""
         cfg, ctx, step = self.cfg, self.ctx, self.step
         lr, wd = learning_rate(cfg, step), weight_decay(cfg, step)
         for group in self.optimizer.param_groups:
@@ -241,7 +248,13 @@ class _Run:
         random.seed(global_seed)
         np.random.seed(global_seed % 2**32)
         generator = torch.Generator().manual_seed(mix_seed(cfg.seed, step, ctx.rank, _AUGMENT_RNG))
-        batch = TrainBatch(images.to(ctx.device, non_blocking=True), generator, step, diagnostics)
+        batch = TrainBatch(
+            images.to(ctx.device, non_blocking=True),
+            generator,
+            step,
+            diagnostics=diagnostics,
+            aspect=aspect,
+        )
         with autocast(ctx.device, cfg.amp):
             losses = model(batch)
         self._check_finite(losses["loss"])
@@ -249,8 +262,7 @@ class _Run:
         losses["loss"].backward()
         grad_norm = 0.0
         if cfg.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
-            grad_norm = float(norm)
+            grad_norm = clip_gradients(self.method, cfg.grad_clip, cfg.grad_clip_mode)
         self.optimizer.step()
         if self.method.has_teacher:  # the unwrapped method, also under DDP
             self.method.update_teacher(teacher_momentum(cfg, step))
@@ -304,6 +316,7 @@ class _Run:
             world_size=ctx.world_size,
             preload_max_mb=cfg.preload_max_mb,
             num_workers=cfg.num_workers,
+            whole=cfg.full_image,
         )
         if ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -349,9 +362,9 @@ class _Run:
         since_log = 0
         with progress:
             task = progress.add_task(cfg.method, total=cfg.steps, completed=self.step)
-            for images in data.batches(self.position, max(0, last - self.step)):
+            for images, aspect in data.batches(self.position, max(0, last - self.step)):
                 logs = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == last
-                losses, grad_norm = self._train_step(model, images, diagnostics=logs)
+                losses, grad_norm = self._train_step(model, images, aspect, diagnostics=logs)
                 self.step += 1
                 self.position += cfg.batch_size
                 since_log += 1
@@ -394,7 +407,11 @@ def _tensorboard_writer(out: Path) -> Any:
 
 
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
-    """Raise unless the two configs agree outside :data:`RESUMABLE_KEYS`."""
+    """Raise unless the two configs agree outside :data:`RESUMABLE_KEYS` (a key the saved config
+    lacks, from before the field existed, counts as its default)."""
+    fields = dataclasses.fields(PretrainConfig)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    saved = {**defaults, **saved}
     keys = sorted((set(saved) | set(current)) - RESUMABLE_KEYS)
     differ = [k for k in keys if saved.get(k) != current.get(k)]
     if differ:

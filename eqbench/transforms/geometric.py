@@ -53,9 +53,14 @@ def resolve_ranges(
 ) -> dict[str, tuple[float, float]]:
     """Merge ``options`` into ``defaults``; every value must be a ``[low, high]`` pair.
 
+    An option set to ``None`` (YAML ``null``) is unset: its default applies, and an unknown one is
+    ignored, so that a config can drop a range it inherits through ``include:`` (e.g. ``degrees:
+    null`` when it changes the transformation from rotation to colour).
+
     Raises:
         ConfigError: for an unknown key (with a did-you-mean hint) or a malformed range.
     """
+    options = {key: value for key, value in options.items() if value is not None}
     for key in options:
         if key not in defaults:
             hint = did_you_mean(key, sorted(defaults))
