@@ -216,7 +216,8 @@ def test_reconstruction_gradient_share_with_the_shipped_config(reduction: str) -
     encoder = create_encoder(cfg.backbone, img_size=cfg.img_size, **cfg.backbone_options)
     method = build_method(cfg.method, encoder, cfg.img_size, cfg.method_options)
     data = load_dataset("photos", "train", n=16, seed=0).load(list(range(16)), cfg.img_size)
-    out = method.training_step(TrainBatch(data, torch.Generator().manual_seed(0), 0, diagnostics=True))
+    batch = TrainBatch(data, torch.Generator().manual_seed(0), 0, diagnostics=True)
+    out = method.training_step(batch)
     ssl, recon = _encoder_grad_norms(method, out)
     share = recon / (ssl + recon)
     logged = float(out["recon_grad_share"])
@@ -229,7 +230,8 @@ def test_reconstruction_gradient_share_with_the_shipped_config(reduction: str) -
 def test_gradient_share_is_logged_only_at_diagnostic_steps_and_leaves_the_loss() -> None:
     method = build()
     plain = method.training_step(TrainBatch(images(), torch.Generator().manual_seed(0)))
-    logged = method.training_step(TrainBatch(images(), torch.Generator().manual_seed(0), 0, diagnostics=True))
+    batch = TrainBatch(images(), torch.Generator().manual_seed(0), 0, diagnostics=True)
+    logged = method.training_step(batch)
     assert "recon_grad_share" not in plain
     assert 0.0 < float(logged["recon_grad_share"]) < 1.0
     torch.testing.assert_close(plain["loss"], logged["loss"])
