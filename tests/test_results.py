@@ -22,6 +22,7 @@ def record(
     seed: int = 0,
     created: str = "2026-01-01T00:00:00+00:00",
     metric: str = "r2_mlp",
+    feature: str | None = None,
 ) -> ResultRecord:
     return ResultRecord(
         task=task,
@@ -37,7 +38,7 @@ def record(
         higher_is_better=True,
         seed=seed,
         probe_seeds=[seed],
-        config={},
+        config={} if feature is None else {"feature": feature},
         overrides={},
         environment={},
         wall_time_s=1.0,
@@ -89,7 +90,30 @@ def test_leaderboard_formats(tmp_path: Path) -> None:
     assert "| m1 |" in md and "87.5" in md and "0.250" in md
     assert "mean R² (synthetic)" in md
     rows = to_csv(tmp_path).strip().splitlines()
-    assert rows[0] == "model,column,metric,mean,std"
-    assert any(r.startswith("m1,classification/knn,top1_k20,0.875") for r in rows)
+    assert rows[0] == "model,column,metric,feature,mean,std"
+    assert any(r.startswith("m1,classification/knn,top1_k20,,0.875") for r in rows)
     data = json.loads(json.dumps(load_results(tmp_path)[0]))
     assert data["schema_version"] == 1
+
+
+def test_a_cell_never_mixes_features_and_mixed_columns_name_them(tmp_path: Path) -> None:
+    from eqbench.results.leaderboard import formatted
+
+    write_result(record("dino", "synthetic/rotation", 0.25, feature="cls"), tmp_path)
+    write_result(record("tir", "synthetic/rotation", 0.5, feature="avgpool"), tmp_path)
+    table = formatted(tmp_path)
+    assert table.loc["dino", "synthetic/rotation"] == "0.250 ± 0.010 (cls)"
+    assert table.loc["tir", "synthetic/rotation"] == "0.500 ± 0.010 (avgpool)"
+    assert "top1_k20" not in to_csv(tmp_path)
+    assert "synthetic/rotation,r2_mlp,avgpool,0.5" in to_csv(tmp_path)
+    # one model read two features for one column: the column splits by feature
+    write_result(record("tir", "synthetic/rotation", 0.75, seed=1, feature="grid"), tmp_path)
+    means, _, _ = leaderboard(tmp_path)
+    assert means.loc["tir", "synthetic/rotation {feature=avgpool}"] == pytest.approx(0.5)
+    assert means.loc["tir", "synthetic/rotation {feature=grid}"] == pytest.approx(0.75)
+    assert "synthetic/rotation" not in means.columns
+    # one feature for every model: the cells stay plain
+    other = tmp_path / "same"
+    write_result(record("a", "synthetic/rotation", 0.25, feature="cls"), other)
+    write_result(record("b", "synthetic/rotation", 0.5, feature="cls"), other)
+    assert formatted(other).loc["a", "synthetic/rotation"] == "0.250 ± 0.010"
