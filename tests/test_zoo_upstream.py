@@ -9,6 +9,7 @@ timm model; the features eqbench loads must equal its features exactly (max abs 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterator
 from pathlib import Path, PosixPath
 from typing import Any
@@ -16,14 +17,16 @@ from typing import Any
 import pytest
 import timm
 import torch
+from click.testing import CliRunner
 from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import Tensor
 
 from eqbench.backbones.base import IMAGENET_MEAN, IMAGENET_STD
 from eqbench.checkpoints import load_model
 from eqbench.checkpoints.safe_load import load_state_file
-from eqbench.errors import CheckpointError
-from eqbench.zoo.cards import read_card
+from eqbench.cli import main
+from eqbench.errors import CheckpointError, ConfigError
+from eqbench.zoo.cards import card_ids, read_card
 from eqbench.zoo.submit import submit
 
 VIT = "vit_tiny_patch16_224"
@@ -303,3 +306,36 @@ def test_dino_card_records_imagenet_normalisation_and_uses_it(tmp_path: Path) ->
     plain = read_card("plain")
     assert plain.preprocessing["mean"] == [0.5] * 3
     assert plain.preprocessing["source"] == f"timm pretrained_cfg of {VIT}"
+
+
+# --- patch 14 on the default tasks --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_patch14_card_runs_the_default_tasks_at_a_snapped_size(tmp_path: Path) -> None:
+    path = tmp_path / "dinov2.pth"
+    torch.save(dinov2_hub(), path)
+    submit(path, card_id="dinov2", arch=REG)
+    results = tmp_path / "results"
+    args = ["eval", "--task", "classification/knn,synthetic/rotation,invariance/rotation"]
+    args += ["--checkpoint", "zoo:dinov2", "--results-dir", str(results), "--device", "cpu"]
+    args += ["--set", "n_train=60", "--set", "n_test=30", "--set", "probe_seeds=1"]
+    args += ["--set", "max_epochs=2", "--no-cache"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))]
+    assert len(records) == 3
+    for record in records:
+        assert record["config"]["image_size"] == 70
+        assert record["adjustments"]["image_size"]["requested"] == 64
+        assert record["adjustments"]["image_size"]["used"] == 70
+
+
+def test_submit_suite_refuses_a_task_the_patch_size_cannot_run_before_the_card(
+    tmp_path: Path, _zoo: Path
+) -> None:
+    path = tmp_path / "dinov2.pth"
+    torch.save(dinov2_hub(), path)
+    with pytest.raises(ConfigError, match=r"patch size 14.*multiple of 224"):
+        submit(path, card_id="dinov2", arch=REG, suite="detection/maskrcnn")
+    assert card_ids() == [] and not any(_zoo.iterdir())

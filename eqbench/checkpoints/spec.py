@@ -28,6 +28,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import Tensor
 
 from eqbench.backbones import Encoder, PixelEncoder, TimmEncoder, create_encoder
+from eqbench.backbones.input_size import size_multiple, snap_size
 from eqbench.checkpoints.eqbench_format import check_state_dict, load_eqbench_checkpoint
 from eqbench.checkpoints.safe_load import load_state_file
 from eqbench.errors import CheckpointError, EqbenchError
@@ -106,7 +107,9 @@ def _seeded(build: Callable[[], T]) -> T:
 def build_seeded_encoder(
     arch: str, img_size: int, spec: str, *, normalization: Mapping[str, Any] | None = None
 ) -> Encoder:
-    """``create_encoder(arch, img_size=img_size)`` with the seeded RNG.
+    """``create_encoder(arch)`` with the seeded RNG, built for ``img_size`` snapped to a size the
+    architecture accepts (:func:`~eqbench.backbones.input_size.snap_size`: 64 → 70 for patch 14),
+    so that weights are resampled once, to the grid the tasks will use.
 
     Args:
         normalization: ``{"mean", "std"}`` to use instead of the architecture's defaults.
@@ -114,6 +117,9 @@ def build_seeded_encoder(
     norm = {k: tuple(normalization[k]) for k in ("mean", "std")} if normalization else {}
     try:
         encoder = _seeded(lambda: create_encoder(arch, img_size=img_size, **norm))
+        snapped = snap_size(img_size, size_multiple(encoder))
+        if snapped != img_size:
+            encoder = _seeded(lambda: create_encoder(arch, img_size=snapped, **norm))
     except EqbenchError as err:
         raise CheckpointError(f"Model spec '{spec}': {err}") from None
     return encoder

@@ -80,13 +80,20 @@ def submit(
         )
     if (mean is None) != (std is None):
         raise ConfigError("Pass both --mean and --std (three values each), or neither.")
+    planned = None
     if suite is not None:  # validate the suite before any work
         from eqbench.evaluate import EvalConfig, plan
 
-        plan(EvalConfig(tasks=suite, checkpoint="baseline:pixels", **(eval_options or {})))
+        planned = plan(
+            EvalConfig(tasks=suite, checkpoint="baseline:pixels", **(eval_options or {}))
+        )
     path = Path(checkpoint).expanduser()
     given = None if mean is None else {"mean": mean, "std": std, "source": "given by the user"}
     foreign = load_foreign(path, fmt, arch, normalization=given)
+    if planned is not None:  # every task must take this backbone (patch size) before the card
+        from eqbench.evaluate import fit_tasks
+
+        fit_tasks(planned, foreign.encoder)
     card = ZooCard(
         id=card_id,
         format=foreign.format,
