@@ -66,9 +66,11 @@ def timm_oracle(arch: str, state: dict[str, Tensor], img_size: int) -> torch.nn.
 
 
 def max_diff(card_id: str, oracle: torch.nn.Module, size: int) -> float:
-    """Max abs difference of ``forward_features`` between ``zoo:<card_id>`` and the oracle."""
+    """Max abs difference of ``forward_features`` between ``zoo:<card_id>`` (or another model
+    spec, such as ``timm:<arch>:<file>``) and the oracle."""
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    loaded = load_model(f"zoo:{card_id}", img_size=size)
+    spec = card_id if ":" in card_id else f"zoo:{card_id}"
+    loaded = load_model(spec, img_size=size)
     with torch.no_grad():
         got = loaded.encoder.model.forward_features(x)
         want = oracle.forward_features(x)
@@ -120,6 +122,8 @@ def test_dinov2_registers_hub_layout_equals_timms_conversion(tmp_path: Path) -> 
     assert (card.preprocessing["mean"], card.preprocessing["std"]) == IMAGENET
     for size in (224, 70):
         assert max_diff("dinov2-s-reg", timm_oracle(REG, hub, size), size) == 0.0
+    # the file itself as --checkpoint timm:<arch>:<file>
+    assert max_diff(f"timm:{REG}:{path}", timm_oracle(REG, hub, 224), 224) == 0.0
 
 
 def test_dinov2_training_teacher_checkpoint(tmp_path: Path) -> None:
@@ -267,6 +271,7 @@ def test_mae_released_encoder_is_detected(tmp_path: Path) -> None:
     assert card.format == "mae" and card.dropped_keys == []
     assert (card.preprocessing["mean"], card.preprocessing["std"]) == IMAGENET
     assert max_diff("mae-released", timm_oracle(VIT, backbone, 224), 224) == 0.0
+    assert max_diff(f"timm:{VIT}:{path}", timm_oracle(VIT, backbone, 224), 224) == 0.0
 
 
 def test_deit_style_model_with_head_stays_timm(tmp_path: Path) -> None:
