@@ -400,6 +400,13 @@ FORMAT_CHOICES = ["auto", *FORMAT_NAMES]
     metavar="KEY=VALUE",
     help="Override a task option of the suite run (repeatable).",
 )
+@click.option(
+    "--mean",
+    type=(float, float, float),
+    default=None,
+    help="Input normalisation mean (default: the format's, e.g. ImageNet's for DINO).",
+)
+@click.option("--std", type=(float, float, float), default=None, help="With --mean.")
 def submit_command(
     checkpoint: Path,
     card_id: str,
@@ -411,6 +418,8 @@ def submit_command(
     results_dir: Path,
     force: bool,
     sets: tuple[str, ...],
+    mean: tuple[float, float, float] | None,
+    std: tuple[float, float, float] | None,
 ) -> None:
     """Add a third-party checkpoint to the model zoo (and optionally evaluate it).
 
@@ -439,6 +448,8 @@ def submit_command(
         results_dir=results_dir,
         overwrite=force,
         eval_options={"overrides": parse_overrides(sets)} if sets else None,
+        mean=mean,
+        std=std,
     )
     card = done.card
     console.print(
@@ -446,6 +457,7 @@ def submit_command(
     )
     if card.dropped_keys:
         console.print(f"Dropped {len(card.dropped_keys)} keys: {', '.join(card.dropped_keys)}")
+    console.print(f"Normalisation: {card.preprocessing.get('source', 'unknown')}")
     if done.results:
         console.print(f"{len(done.results)} results under {results_dir}; `eqbench leaderboard`.")
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eqbench.backbones import Encoder
+from eqbench.backbones.input_size import size_multiple, snap_size
 from eqbench.checkpoints import LoadedModel, load_model
 from eqbench.config import from_dict, to_dict
 from eqbench.data.base import DATASETS, DatasetSpec
@@ -46,11 +49,17 @@ class EvalConfig:
 
 @dataclass
 class PlannedTask:
-    """A task with its validated protocol config."""
+    """A task with its validated protocol config.
+
+    Attributes:
+        adjustments: what eqbench changed for the model, e.g. ``{"image_size": {"requested": 64,
+            "used": 70, "reason": ...}}`` (:func:`fit_tasks`); recorded in the result.
+    """
 
     spec: TaskSpec
     config: Any
     overrides: dict[str, Any]
+    adjustments: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_feature(config: Any, model: LoadedModel) -> Any:
@@ -92,6 +101,40 @@ def plan(cfg: EvalConfig) -> list[PlannedTask]:
     return planned
 
 
+def fit_tasks(planned: list[PlannedTask], encoder: Encoder) -> list[PlannedTask]:
+    """Snap each task's ``image_size`` to a size ``encoder`` accepts (a multiple of a ViT's
+    patch size: 64 → 70 for patch 14; :mod:`eqbench.backbones.input_size`), revalidating the
+    task's config at the new size and noting the change in ``adjustments``.
+
+    Raises:
+        ConfigError: a task cannot run at any snapped size (its own constraint, e.g. detection's
+            multiple of 32, conflicts with the patch size); names the size that would work.
+    """
+    multiple = size_multiple(encoder)
+    fitted = []
+    for p in planned:
+        size = getattr(p.config, "image_size", None)
+        if not isinstance(size, int) or snap_size(size, multiple) == size:
+            fitted.append(p)
+            continue
+        used = snap_size(size, multiple)
+        try:
+            config = dataclasses.replace(p.config, image_size=used)
+        except (ValueError, ConfigError) as err:
+            both = math.lcm(multiple, 32)
+            raise ConfigError(
+                f"Task '{p.spec.name}' cannot run this backbone (patch size {multiple}): its "
+                f"image_size {size} is not a multiple of {multiple}, and {used} is refused by the "
+                f"task ({err}). Pass --set image_size=<a multiple of {both}>, e.g. "
+                f"{snap_size(max(size, both), both)}."
+            ) from None
+        reason = f"a multiple of the backbone's patch size {multiple}"
+        change = {"image_size": {"requested": size, "used": used, "reason": reason}}
+        log.info("task %s: image_size %d -> %d (%s)", p.spec.name, size, used, reason)
+        fitted.append(dataclasses.replace(p, config=config, adjustments=change))
+    return fitted
+
+
 def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
     """Evaluate a checkpoint on tasks and write one result JSON per task.
 
@@ -114,6 +157,7 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
     device = resolve_device(cfg.device)
     image_size = max(getattr(p.config, "image_size", 224) for p in planned)
     model: LoadedModel = load_model(cfg.checkpoint, img_size=image_size)
+    planned = fit_tasks(planned, model.encoder)
     planned = [dataclasses.replace(p, config=resolve_feature(p.config, model)) for p in planned]
     store = FeatureStore(
         model.encoder,
@@ -150,6 +194,7 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
             probe_seeds=[cfg.seed + i for i in range(n_seeds)],
             config=to_dict(p.config),
             overrides=p.overrides,
+            adjustments=p.adjustments,
             environment=env,
             wall_time_s=round(wall, 3),
         )

@@ -13,7 +13,6 @@ import pytest
 import timm
 import torch
 from click.testing import CliRunner
-from safetensors.torch import save_file
 from torch import Tensor
 
 from eqbench.backbones import create_encoder
@@ -161,28 +160,6 @@ def test_each_format_loads_to_the_same_features(
     assert not any(k.startswith(("blocks.", "patch_embed", "cls_token")) for k in card.dropped_keys)
     assert done.path == _zoo / f"m-{fmt}.yaml"
     features_equal(f"m-{fmt}", reference)
-
-
-def test_dinov2_layer_scale_registers_and_chunks(tmp_path: Path) -> None:
-    arch = "vit_small_patch14_reg4_dinov2"
-    reference = oracle(arch, img_size=224)
-    state: dict[str, Tensor] = {}
-    depth = len(reference.blocks)
-    for key, value in sd(reference).items():
-        if key == "reg_token":
-            key = "register_tokens"
-        elif key.startswith("blocks."):
-            index = int(key.split(".")[1])
-            key = f"blocks.{index // (depth // 4)}.{key[len('blocks.') :]}"  # BlockChunk, 4 chunks
-        state[key] = value
-    state["mask_token"] = torch.zeros(1, reference.embed_dim)
-    assert any(k.endswith("ls1.gamma") for k in state)
-    path = tmp_path / "dinov2.safetensors"
-    save_file(state, str(path))
-    submit(path, card_id="dinov2-s", arch=arch)  # auto-detected
-    card = read_card("dinov2-s")
-    assert card.format == "dinov2" and card.dropped_keys == ["mask_token"]
-    features_equal("dinov2-s", reference)
 
 
 def test_lightly_resnet_sequential_trunk(tmp_path: Path) -> None:

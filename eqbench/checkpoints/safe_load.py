@@ -14,7 +14,7 @@ import pickle
 import pickletools
 import re
 import warnings
-from pathlib import Path
+from pathlib import Path, PosixPath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import torch
@@ -29,6 +29,27 @@ logger = logging.getLogger(__name__)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+
+#: Inert plain-data classes that training checkpoints carry in their ``args``, allowed (only while
+#: eqbench reads a file) under ``weights_only``. DINO, iBOT, MAE and GTSA save their
+#: ``argparse.Namespace`` (dino ``main_dino.py:283``, mae ``util/misc.py:306``); their SLURM
+#: launchers put a ``pathlib.PosixPath`` in it (dino ``run_with_submitit.py:82``, mae
+#: ``submitit_pretrain.py:78``). Rebuilding either only stores strings: no file is touched and no
+#: code of the checkpoint's runs. Python 3.13 pickles paths as ``pathlib._local.*``; a Windows
+#: path comes back as a ``PureWindowsPath``, which every OS can build.
+_INERT_GLOBALS: list[Any] = [
+    argparse.Namespace,
+    *[
+        (cls, f"{module}.{name}")
+        for module in ("pathlib", "pathlib._local")
+        for name, cls in (
+            ("PosixPath", PosixPath),
+            ("PurePosixPath", PurePosixPath),
+            ("WindowsPath", PureWindowsPath),
+            ("PureWindowsPath", PureWindowsPath),
+        )
+    ],
+]
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -145,9 +166,7 @@ def _load_torch(path: Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             # Plain pickles of protocol 4+ are refused below with a clearer message.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            # argparse.Namespace is plain data (attribute values) that DINO, iBOT, MAE and GTSA
-            # training checkpoints carry as "args"; allowing it runs no code of the file's
-            with torch.serialization.safe_globals([argparse.Namespace]):
+            with torch.serialization.safe_globals(_INERT_GLOBALS):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError:
         raise CheckpointError(

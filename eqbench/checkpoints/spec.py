@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,11 @@ from typing import Any, TypeVar
 
 import torch
 from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor
 
 from eqbench.backbones import Encoder, PixelEncoder, TimmEncoder, create_encoder
+from eqbench.backbones.input_size import size_multiple, snap_size
 from eqbench.checkpoints.eqbench_format import check_state_dict, load_eqbench_checkpoint
 from eqbench.checkpoints.safe_load import load_state_file
 from eqbench.errors import CheckpointError, EqbenchError
@@ -101,11 +104,25 @@ def _seeded(build: Callable[[], T]) -> T:
         return build()
 
 
-def build_seeded_encoder(arch: str, img_size: int, spec: str) -> Encoder:
+def build_seeded_encoder(
+    arch: str, img_size: int, spec: str, *, normalization: Mapping[str, Any] | None = None
+) -> Encoder:
+    """``create_encoder(arch)`` with the seeded RNG, built for ``img_size`` snapped to a size the
+    architecture accepts (:func:`~eqbench.backbones.input_size.snap_size`: 64 → 70 for patch 14),
+    so that weights are resampled once, to the grid the tasks will use.
+
+    Args:
+        normalization: ``{"mean", "std"}`` to use instead of the architecture's defaults.
+    """
+    norm = {k: tuple(normalization[k]) for k in ("mean", "std")} if normalization else {}
     try:
-        return _seeded(lambda: create_encoder(arch, img_size=img_size))
+        encoder = _seeded(lambda: create_encoder(arch, img_size=img_size, **norm))
+        snapped = snap_size(img_size, size_multiple(encoder))
+        if snapped != img_size:
+            encoder = _seeded(lambda: create_encoder(arch, img_size=snapped, **norm))
     except EqbenchError as err:
         raise CheckpointError(f"Model spec '{spec}': {err}") from None
+    return encoder
 
 
 def _unwrap_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -126,13 +143,42 @@ def _head_prefixes(encoder: TimmEncoder) -> tuple[str, ...]:
     return tuple(f"{n}." for n in dict.fromkeys(names))
 
 
+def _vit_filter(
+    model: VisionTransformer, state: dict[str, Any]
+) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """timm's own conversion of ViT weights (``checkpoint_filter_fn``,
+    ``timm/models/vision_transformer.py``): DINOv2's hub layout (``_convert_dinov2``: drops
+    ``mask_token``, ``register_tokens`` → ``reg_token``, the CLS position of ``pos_embed`` added
+    to ``cls_token`` for ``no_embed_class`` models), ``pos_embed`` resampled to the model's grid.
+
+    Returns:
+        ``(state, keys the conversion left out, notes)``.
+    """
+    before = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, Tensor)}
+    out = checkpoint_filter_fn(dict(state), model)
+    renamed = {"register_tokens"} | {k for k in before if re.search(r"\.mlp\.w(12|3)\.", k)}
+    lost = sorted(k for k in before if k not in out and k not in renamed)
+    notes: dict[str, Any] = {}
+    pos = out.get("pos_embed")
+    if (
+        isinstance(pos, Tensor)
+        and "pos_embed" in before
+        and tuple(pos.shape) != before["pos_embed"]
+    ):
+        notes["resampled_pos_embed"] = [list(before["pos_embed"]), list(pos.shape)]
+    if "register_tokens" in before:
+        notes["timm_conversion"] = "_convert_dinov2"
+    return out, lost, notes
+
+
 def adapt_timm_state(
     encoder: TimmEncoder, state: dict[str, Any]
 ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
     """Make third-party weights fit ``encoder.model`` as timm's checkpoint loading would.
 
-    Strips ``module.`` prefixes, drops classifier-head keys the headless model lacks and
-    resamples ``pos_embed`` to the model's patch grid.
+    Strips ``module.`` prefixes and drops classifier-head keys the headless model lacks; ViTs then
+    go through timm's own ``checkpoint_filter_fn`` (:func:`_vit_filter`), other models have
+    ``pos_embed`` resampled to the model's patch grid.
 
     Args:
         encoder: the headless timm encoder.
@@ -152,6 +198,9 @@ def adapt_timm_state(
     heads = _head_prefixes(encoder)
     dropped = sorted(k for k in stripped if k not in expected and k.startswith(heads))
     out = {k: v for k, v in stripped.items() if k not in dropped}
+    if isinstance(model, VisionTransformer):
+        out, lost, vit_notes = _vit_filter(model, out)
+        return out, sorted(dropped + lost), vit_notes
     notes: dict[str, Any] = {}
     pos = out.get("pos_embed")
     if (

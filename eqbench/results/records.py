@@ -58,6 +58,8 @@ class ResultRecord:
     overrides: dict[str, Any]
     environment: dict[str, Any]
     wall_time_s: float
+    #: what eqbench changed for the model, e.g. ``image_size`` snapped to the patch size
+    adjustments: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from torch import Tensor
 
 from eqbench.backbones import Encoder, TimmEncoder
 from eqbench.checkpoints.eqbench_format import check_state_dict, load_eqbench_checkpoint
@@ -17,7 +20,7 @@ from eqbench.checkpoints.spec import (
 )
 from eqbench.errors import CheckpointError
 from eqbench.zoo.cards import read_card, weights_path
-from eqbench.zoo.formats import FORMATS, detect_format
+from eqbench.zoo.formats import FORMATS, NORMALIZATION, detect_format
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Foreign:
         arch: the backbone name.
         dropped: keys of the file deliberately not loaded (heads, decoders, other branch).
         notes: format facts (branch, renamed keys, resampled ``pos_embed``).
+        preprocessing: ``{"mean", "std", "source"}`` the encoder normalises with, and where
+            they come from (the user, the format's project, or the architecture's timm default).
     """
 
     encoder: Encoder
@@ -37,10 +42,44 @@ class Foreign:
     arch: str
     dropped: list[str] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
 
-def load_foreign(path: Path, fmt: str, arch: str | None, img_size: int = 224) -> Foreign:
+def _normalization(
+    fmt: str, arch: str, given: Mapping[str, Any] | None
+) -> tuple[dict[str, Any] | None, str]:
+    """The ``{"mean", "std"}`` to build ``arch`` with (``None``: its timm default) and their
+    source: ``given`` (the user or a card), else the format's project (:data:`NORMALIZATION`)."""
+    if given and given.get("mean") is not None and given.get("std") is not None:
+        chosen = {"mean": list(given["mean"]), "std": list(given["std"])}
+        return chosen, str(given.get("source") or "given")
+    known = NORMALIZATION.get(fmt)
+    if known is not None:
+        return {"mean": list(known.mean), "std": list(known.std)}, known.source
+    return None, f"timm pretrained_cfg of {arch}"
+
+
+def _preprocessing(encoder: Encoder, source: str) -> dict[str, Any]:
+    mean: Tensor = encoder.mean  # type: ignore[assignment]
+    std: Tensor = encoder.std  # type: ignore[assignment]
+    return {
+        "mean": [round(float(v), 6) for v in mean.flatten()],
+        "std": [round(float(v), 6) for v in std.flatten()],
+        "source": source,
+    }
+
+
+def load_foreign(
+    path: Path,
+    fmt: str,
+    arch: str | None,
+    img_size: int = 224,
+    normalization: Mapping[str, Any] | None = None,
+) -> Foreign:
     """Read ``path`` as ``fmt`` (``auto`` detects it) into backbone ``arch``.
+
+    Args:
+        normalization: ``{"mean", "std"[, "source"]}`` overriding the format's (user or card).
 
     Raises:
         CheckpointError: unreadable or code-carrying file, unknown format, no ``arch`` for a
@@ -58,7 +97,8 @@ def load_foreign(path: Path, fmt: str, arch: str | None, img_size: int = 224) ->
                 f"'{path}' is an eqbench checkpoint of '{name}', not '{arch}'. "
                 "Drop --arch or fix it."
             )
-        return Foreign(encoder, "eqbench", name, [], {"method": info.get("method")})
+        prep = _preprocessing(encoder, "the eqbench checkpoint")
+        return Foreign(encoder, "eqbench", name, [], {"method": info.get("method")}, prep)
     converter = FORMATS.get(fmt)
     if arch is None:
         raise CheckpointError(
@@ -66,7 +106,8 @@ def load_foreign(path: Path, fmt: str, arch: str | None, img_size: int = 224) ->
             "vit_small_patch16_224; `eqbench ls backbones`)."
         )
     converted = converter(obj)
-    encoder = build_seeded_encoder(arch, img_size, f"{fmt}:{path}")
+    norm, source = _normalization(fmt, arch, normalization)
+    encoder = build_seeded_encoder(arch, img_size, f"{fmt}:{path}", normalization=norm)
     if not isinstance(encoder, TimmEncoder):
         raise CheckpointError(f"--arch '{arch}' is not a timm architecture; pick a timm name.")
     state, head_dropped, notes = adapt_timm_state(encoder, converted.state)
@@ -80,7 +121,8 @@ def load_foreign(path: Path, fmt: str, arch: str | None, img_size: int = 224) ->
     encoder.model.load_state_dict(state, strict=True)
     encoder.eval()
     dropped = sorted(converted.dropped + head_dropped)
-    return Foreign(encoder, fmt, arch, dropped, {**converted.notes, **notes})
+    notes = {**converted.notes, **notes}
+    return Foreign(encoder, fmt, arch, dropped, notes, _preprocessing(encoder, source))
 
 
 def load_zoo(spec: str, card_id: str, img_size: int) -> LoadedModel:
@@ -100,6 +142,7 @@ def load_zoo(spec: str, card_id: str, img_size: int) -> LoadedModel:
             "Restore the original file or re-submit it."
         )
     arch = None if card.format == "eqbench" else card.arch
-    foreign = load_foreign(path, card.format, arch, img_size)
+    given = {"source": f"zoo card {card_id}", **card.preprocessing}
+    foreign = load_foreign(path, card.format, arch, img_size, given)
     info = {"source": "zoo", "card": card_id, "format": card.format, "arch": card.arch}
     return LoadedModel(f"zoo:{card_id}", sha, foreign.encoder, spec, info)

@@ -49,6 +49,8 @@ def submit(
     zoo: Path | None = None,
     overwrite: bool = False,
     eval_options: dict[str, Any] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
 ) -> Submission:
     """Check a third-party checkpoint, write its zoo card, and (optionally) run a suite on it.
 
@@ -66,19 +68,32 @@ def submit(
         zoo: the zoo folder (default :func:`eqbench.zoo.cards.zoo_dir`).
         overwrite: replace an existing card of the same id.
         eval_options: extra :class:`~eqbench.evaluate.EvalConfig` fields for the suite run.
+        mean: input normalisation mean, overriding the format's (ImageNet for DINO, iBOT, MAE,
+            DINOv2, solo-learn, lightly; the architecture's timm default for ``timm``); with
+            ``std``. The card records the values and where they came from.
+        std: input normalisation std (with ``mean``).
     """
     if not _ID.match(card_id):
         raise ConfigError(
             f"Zoo id '{card_id}' is not allowed: use letters, digits, '.', '_' and '-' "
             "(at most 100 characters, not starting with a symbol)."
         )
+    if (mean is None) != (std is None):
+        raise ConfigError("Pass both --mean and --std (three values each), or neither.")
+    planned = None
     if suite is not None:  # validate the suite before any work
         from eqbench.evaluate import EvalConfig, plan
 
-        plan(EvalConfig(tasks=suite, checkpoint="baseline:pixels", **(eval_options or {})))
+        planned = plan(
+            EvalConfig(tasks=suite, checkpoint="baseline:pixels", **(eval_options or {}))
+        )
     path = Path(checkpoint).expanduser()
-    foreign = load_foreign(path, fmt, arch)
-    encoder = foreign.encoder
+    given = None if mean is None else {"mean": mean, "std": std, "source": "given by the user"}
+    foreign = load_foreign(path, fmt, arch, normalization=given)
+    if planned is not None:  # every task must take this backbone (patch size) before the card
+        from eqbench.evaluate import fit_tasks
+
+        fit_tasks(planned, foreign.encoder)
     card = ZooCard(
         id=card_id,
         format=foreign.format,
@@ -87,11 +102,7 @@ def submit(
         sha256=sha256_file(path),
         source=source,
         licence=licence,
-        preprocessing={
-            "mean": [round(float(v), 6) for v in encoder.mean.flatten()],  # type: ignore[operator]
-            "std": [round(float(v), 6) for v in encoder.std.flatten()],  # type: ignore[operator]
-            "interpolation": "bilinear",
-        },
+        preprocessing={**foreign.preprocessing, "interpolation": "bilinear"},
         dropped_keys=foreign.dropped,
         notes={k: v for k, v in foreign.notes.items() if isinstance(v, str | int | float | list)},
         provenance={
