@@ -32,6 +32,7 @@ from eqbench.atomic import write_with
 from eqbench.backbones.base import Encoder, Features
 from eqbench.data.base import ImageDataset
 from eqbench.device import autocast
+from eqbench.errors import EqbenchError
 
 log = logging.getLogger(__name__)
 
@@ -247,9 +248,21 @@ def _patch_map(out: Features) -> Tensor:
 
 
 def select_feature(feats: dict[str, Tensor], kind: str) -> Tensor:
-    """The ``cls`` / ``avgpool`` / ``cls+avgpool`` feature matrix from a cached entry."""
+    """The ``cls`` / ``avgpool`` / ``cls+avgpool`` feature matrix from a cached entry.
+
+    Raises:
+        EqbenchError: the features hold NaN or infinite values (the model overflowed), which
+            would otherwise score chance level silently.
+    """
     if kind == "cls+avgpool":
-        return torch.cat([feats["cls"], feats["avgpool"]], dim=1)
-    if kind in ("cls", "avgpool"):
-        return feats[kind]
-    raise ValueError(f"unknown feature kind {kind!r}")
+        out = torch.cat([feats["cls"], feats["avgpool"]], dim=1)
+    elif kind in ("cls", "avgpool"):
+        out = feats[kind]
+    else:
+        raise ValueError(f"unknown feature kind {kind!r}")
+    if out.is_floating_point() and not bool(out.isfinite().all()):
+        raise EqbenchError(
+            f"The model's {kind} features hold NaN or infinite values, so no probe can read "
+            "them. Check the checkpoint (an earlier one of the run), or --device cpu."
+        )
+    return out
