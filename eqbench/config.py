@@ -111,8 +111,11 @@ def _jsonable(x: Any) -> Any:
 
 
 def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """Parse ``key=value`` strings; values are read as YAML (``n_train=2000``, ``ks=[10,20]``)."""
+    """Parse ``key=value`` strings; values are read as YAML 1.2 (``n_train=2000``,
+    ``ks=[10,20]``, ``lr=1e-3``)."""
     import yaml
+
+    from eqbench.yamlfiles import safe_load
 
     out: dict[str, Any] = {}
     for item in items:
@@ -120,7 +123,7 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"Bad --set '{item}'. Use --set key=value.")
         try:
-            out[key.strip()] = yaml.safe_load(raw)
+            out[key.strip()] = safe_load(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"Bad value in --set '{item}': {exc}") from None
     return out

@@ -67,7 +67,7 @@ def submit(
         overwrite: replace an existing card of the same id.
         eval_options: extra :class:`~eqbench.evaluate.EvalConfig` fields for the suite run.
     """
-    if not _ID.match(card_id):
+    if not _ID.fullmatch(card_id):  # fullmatch: '$' alone lets a final newline through
         raise ConfigError(
             f"Zoo id '{card_id}' is not allowed: use letters, digits, '.', '_' and '-' "
             "(at most 100 characters, not starting with a symbol)."
