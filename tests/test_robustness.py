@@ -607,3 +607,46 @@ def test_a_failed_write_leaves_no_temporary(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         write_with(tmp_path / "y.pt", fail)
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- hostile --set values, all tasks
+
+HOSTILE_VALUES = [
+    "0",
+    "-1",
+    "-5",
+    "1e-3",
+    "1e9",
+    ".nan",
+    "-.inf",
+    "true",
+    "null",
+    "[]",
+    "[0]",
+    "[-1, 2]",
+    "{a: 1}",
+    "bogus",
+    "'[/]:x:'",
+    "2.5",
+]
+
+
+def test_every_set_value_fails_only_with_one_line_errors() -> None:
+    """Hostile ``--set`` values for every option of every task: planning either succeeds or
+    raises an :class:`EqbenchError` whose message is one line (never another exception)."""
+    import dataclasses
+
+    from eqbench.config import parse_overrides
+    from eqbench.errors import EqbenchError
+    from eqbench.evaluate import EvalConfig, plan
+    from eqbench.protocols import PROTOCOLS
+    from eqbench.tasks import all_tasks
+
+    for name, spec in all_tasks().items():
+        for field in dataclasses.fields(PROTOCOLS.get(spec.protocol).Config):
+            for value in HOSTILE_VALUES:
+                overrides = parse_overrides([f"{field.name}={value}"])
+                try:
+                    plan(EvalConfig(tasks=name, checkpoint="baseline:pixels", overrides=overrides))
+                except EqbenchError as err:
+                    assert "\n" not in str(err).strip(), (name, field.name, value)
