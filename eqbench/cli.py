@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from rich.text import Text
 
 from eqbench.allocator import keep_freed_memory
 from eqbench.errors import EqbenchError
@@ -27,11 +28,30 @@ class EqbenchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EqbenchError as exc:
-            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            print_error(str(exc))
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a full disk, a folder that cannot be written, ...
+            print_error(os_error_message(exc))
+            sys.exit(EqbenchError.exit_code)
         except KeyboardInterrupt:
             err_console.print("[bold red]Interrupted.[/]")
             sys.exit(130)
+
+
+def print_error(message: str) -> None:
+    """``Error: message`` on stderr, the message printed literally (no rich markup or emoji
+    codes: a path holding ``[/]`` or ``:x:`` is shown as it is)."""
+    line = " ".join(message.split())
+    err_console.print(Text.assemble(("Error:", "bold red"), " ", line), soft_wrap=True)
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an operating-system error, naming the file and the remedy."""
+    where = f" ('{exc.filename}')" if exc.filename else ""
+    return (
+        f"{exc.strerror or exc}{where}. Free disk space or fix the folder's permissions, or "
+        "choose another folder, and run again."
+    )
 
 
 @click.group(cls=EqbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, TypeVar, Union, get_args, get_origin
@@ -44,6 +45,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number, got {value!r}.")
+        if not math.isfinite(value):  # .nan / .inf pass every range check written as a < x
+            raise ConfigError(f"{where} must be a finite number, got {value!r}.")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -111,8 +114,11 @@ def _jsonable(x: Any) -> Any:
 
 
 def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """Parse ``key=value`` strings; values are read as YAML (``n_train=2000``, ``ks=[10,20]``)."""
+    """Parse ``key=value`` strings; values are read as YAML 1.2 (``n_train=2000``,
+    ``ks=[10,20]``, ``lr=1e-3``)."""
     import yaml
+
+    from eqbench.yamlfiles import safe_load
 
     out: dict[str, Any] = {}
     for item in items:
@@ -120,7 +126,7 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"Bad --set '{item}'. Use --set key=value.")
         try:
-            out[key.strip()] = yaml.safe_load(raw)
+            out[key.strip()] = safe_load(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"Bad value in --set '{item}': {exc}") from None
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from eqbench.checkpoints import LoadedModel, load_model
 from eqbench.config import from_dict, to_dict
 from eqbench.data.base import DATASETS, DatasetSpec
 from eqbench.device import resolve_device
-from eqbench.errors import ConfigError
+from eqbench.errors import CheckpointError, ConfigError
 from eqbench.features.store import FeatureStore, default_cache_dir
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.provenance import environment
@@ -72,8 +73,53 @@ def resolve_feature(config: Any, model: LoadedModel) -> Any:
     return dataclasses.replace(config, feature=feature)
 
 
+#: Config fields that count something (images, pixels, seeds): a value below 1 is refused for
+#: every protocol, whatever its own checks.
+COUNT_FIELDS = ("n_train", "n_test", "image_size", "probe_seeds", "batch_size")
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """Refuse an output folder that is a file or cannot be created or written, before any work.
+
+    Nothing is created here: the first existing ancestor must be a writable folder.
+    """
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(
+            f"{option} '{path}' cannot be used: '{probe}' is a file, not a folder. Choose "
+            f"another {option}."
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{option} '{path}' is not writable (no write permission on '{probe}'). Choose "
+            f"another {option} or fix its permissions."
+        )
+
+
+def check_options(cfg: EvalConfig) -> None:
+    """The options of :class:`EvalConfig` that are not task options."""
+    batch = cfg.batch_size
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {cfg.batch_size}.")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"--seed must be an integer in [0, 2^32), got {cfg.seed}.")
+    check_output_dir(Path(cfg.results_dir), "--results-dir")
+    if cfg.cache_dir is not None:
+        check_output_dir(Path(cfg.cache_dir), "--cache-dir")
+
+
+def _check_counts(config: Any, where: str) -> None:
+    for name in COUNT_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ConfigError(f"{where}: '{name}' must be >= 1, got {value}.")
+
+
 def plan(cfg: EvalConfig) -> list[PlannedTask]:
     """Resolve and validate every task before any work starts (bad input fails fast)."""
+    check_options(cfg)
     specs = resolve_tasks(cfg.tasks)
     used: set[str] = set()
     planned = []
@@ -83,6 +129,7 @@ def plan(cfg: EvalConfig) -> list[PlannedTask]:
         applied = {k: v for k, v in cfg.overrides.items() if k in fields}
         used.update(applied)
         config: Any = from_dict(protocol.Config, {**spec.config, **applied}, f"task {spec.name}")
+        _check_counts(config, f"task {spec.name}")
         if spec.primary_metric not in protocol.metrics:
             raise ConfigError(
                 f"Task '{spec.name}' names primary metric '{spec.primary_metric}', which protocol "
@@ -135,6 +182,20 @@ def fit_tasks(planned: list[PlannedTask], encoder: Encoder) -> list[PlannedTask]
     return fitted
 
 
+def check_finite_weights(model: LoadedModel) -> None:
+    """Refuse a model with NaN or infinite weights (its features would score chance level)."""
+    bad = [
+        name
+        for name, tensor in model.encoder.state_dict().items()
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"Model '{model.spec}' has NaN or infinite weights ({len(bad)} tensors, e.g. "
+            f"'{bad[0]}'), so its features mean nothing. Use an earlier checkpoint of the run."
+        )
+
+
 def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
     """Evaluate a checkpoint on tasks and write one result JSON per task.
 
@@ -154,9 +215,15 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
             log.warning("Skipping task %s: %s", p.spec.name, reason)
     if not planned:
         return []
+    for p in planned:  # every task's data, before any model is loaded
+        dataset = DatasetSpec.parse(cfg.dataset or p.spec.dataset)
+        PROTOCOLS.get(p.spec.protocol)().preflight(
+            p.config, dataset, cfg.seed, p.spec.primary_metric
+        )
     device = resolve_device(cfg.device)
     image_size = max(getattr(p.config, "image_size", 224) for p in planned)
     model: LoadedModel = load_model(cfg.checkpoint, img_size=image_size)
+    check_finite_weights(model)
     planned = fit_tasks(planned, model.encoder)
     planned = [dataclasses.replace(p, config=resolve_feature(p.config, model)) for p in planned]
     store = FeatureStore(

@@ -81,7 +81,7 @@ def tasks_dir() -> Path:
 
 def parse_task(path: Path, root: Path) -> TaskSpec:
     """Load and validate one task file."""
-    data = read_with_includes(path, "Task file")
+    data = read_with_includes(path, "Task file", root=root)
     for key in data:
         if key not in TASK_KEYS:
             hint = did_you_mean(key, list(TASK_KEYS))

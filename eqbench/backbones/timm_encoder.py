@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from eqbench.backbones.base import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Encoder, Features
+from eqbench.backbones.options import check_backbone_options
 from eqbench.errors import ConfigError
 from eqbench.registry import did_you_mean
 
@@ -39,10 +40,16 @@ def _build_timm_model(timm_name: str, img_size: int, kwargs: dict[str, Any]) -> 
     """``timm.create_model`` with random weights and no classifier head.
 
     Passes ``img_size`` and ``dynamic_img_size=True`` where the architecture accepts them (ViTs)
-    and drops them for those that do not (CNNs).
+    and drops them for those that do not (CNNs). ``kwargs`` must have passed
+    :func:`~eqbench.backbones.options.check_backbone_options`, so nothing reaching timm names a
+    file or pretrained weights.
 
     Returns:
         The model and whether it was built with ``dynamic_img_size=True``.
+
+    Raises:
+        ConfigError: timm cannot build the model with these options (e.g. ``embed_dim`` not a
+            multiple of ``num_heads``), with timm's reason.
     """
     size_kwargs: dict[str, Any] = {"img_size": img_size, "dynamic_img_size": True}
     while True:
@@ -58,7 +65,18 @@ def _build_timm_model(timm_name: str, img_size: int, kwargs: dict[str, Any]) -> 
             elif "img_size" in size_kwargs and "'img_size'" in message:
                 size_kwargs = {}
             else:
-                raise
+                raise _build_error(timm_name, kwargs, err) from None
+        except (ValueError, RuntimeError, AssertionError, ZeroDivisionError) as err:
+            raise _build_error(timm_name, kwargs, err) from None
+
+
+def _build_error(timm_name: str, kwargs: dict[str, Any], err: BaseException) -> ConfigError:
+    detail = " ".join(str(err).split())[:200] or type(err).__name__
+    return ConfigError(
+        f"timm cannot build '{timm_name}' with options {sorted(kwargs)} ({detail}). Fix the "
+        "backbone options (their values must fit together, e.g. embed_dim a multiple of "
+        "num_heads)."
+    )
 
 
 class TimmEncoder(Encoder):
@@ -92,6 +110,9 @@ class TimmEncoder(Encoder):
         std: tuple[float, ...] | list[float] | None = None,
         **kwargs: Any,
     ) -> None:
+        options = {"img_size": img_size, **kwargs}
+        options.update({k: v for k, v in (("mean", mean), ("std", std)) if v is not None})
+        check_backbone_options(options, f"Backbone '{arch or timm_name}'")
         model, dynamic = _build_timm_model(timm_name, img_size, kwargs)
         cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
         norm_mean = tuple(mean) if mean is not None else tuple(cfg.get("mean", IMAGENET_MEAN))

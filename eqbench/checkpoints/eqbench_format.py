@@ -26,6 +26,7 @@ from torch import Tensor, nn
 import eqbench
 from eqbench.atomic import write_with
 from eqbench.backbones import Encoder, create_encoder
+from eqbench.backbones.options import check_backbone_options
 from eqbench.checkpoints.safe_load import load_state_file
 from eqbench.errors import CheckpointError, EqbenchError
 
@@ -206,6 +207,31 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     return header, weights, extra
 
 
+def _build_from_header(file: Path, name: str, kwargs: dict[str, Any]) -> Encoder:
+    """The backbone a header describes, built only from allowed architecture options.
+
+    The options are checked against :data:`eqbench.backbones.options.BACKBONE_OPTIONS` first,
+    so a header can never make timm open a file (``checkpoint_path``), fetch weights
+    (``pretrained``) or crash on a degenerate size; any error building it is one
+    :class:`CheckpointError`.
+    """
+    where = f"Checkpoint '{file}'"
+    try:
+        check_backbone_options(kwargs, where)
+        return create_encoder(name, **kwargs)
+    except EqbenchError as err:
+        detail = str(err).removeprefix(f"{where}: ")
+        raise CheckpointError(
+            f"{where} describes backbone {name[:80]!r}, which cannot be built: {detail}"
+        ) from None
+    except Exception as err:  # any other failure of the architecture code
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise CheckpointError(
+            f"{where} describes backbone {name[:80]!r} with options this eqbench cannot build "
+            f"({type(err).__name__}: {detail}). Re-save it with this eqbench version."
+        ) from None
+
+
 def load_eqbench_checkpoint(path: str | os.PathLike[str]) -> tuple[Encoder, dict[str, Any]]:
     """Rebuild the encoder an eqbench checkpoint describes and load its weights strictly.
 
@@ -225,17 +251,7 @@ def load_eqbench_checkpoint(path: str | os.PathLike[str]) -> tuple[Encoder, dict
     header, weights, extra = _read_header(file)
     backbone = header["backbone"]
     name, kwargs = backbone["name"], dict(backbone.get("kwargs", {}))
-    try:
-        encoder = create_encoder(name, **kwargs)
-    except EqbenchError as err:
-        raise CheckpointError(
-            f"Checkpoint '{file}' needs backbone '{name}' which cannot be built: {err}"
-        ) from None
-    except TypeError as err:
-        raise CheckpointError(
-            f"Checkpoint '{file}' describes backbone '{name}' with options this eqbench does "
-            f"not accept ({err}). Re-save it with this eqbench version."
-        ) from None
+    encoder = _build_from_header(file, name, kwargs)
     check_state_dict(
         encoder,
         weights,

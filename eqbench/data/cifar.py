@@ -148,8 +148,15 @@ def read_split(folder: Path, layout: CifarLayout, split: str) -> tuple[np.ndarra
                 f"does not match the {data.shape[0]} images. Replace it with the file from "
                 f"{layout.archive}."
             )
+        as_array = np.asarray(batch_labels)
+        if as_array.ndim != 1 or not np.issubdtype(as_array.dtype, np.integer):
+            raise DatasetError(
+                f"'{file}' is not a {layout.title} batch: '{layout.label_key}' holds "
+                f"{as_array.dtype} values, not integer class indices. Replace it with the file "
+                f"from {layout.archive}."
+            )
         datas.append(data)
-        labels.append(np.asarray(batch_labels, dtype=np.int64))
+        labels.append(as_array.astype(np.int64))
     images = np.concatenate(datas).reshape(-1, 3, 32, 32)
     return np.ascontiguousarray(images), np.concatenate(labels)
 

@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
-VERSION = 1
+#: 2: the fingerprint covers the files' sizes and times (:func:`files_digest`).
+VERSION = 2
 
 _LAYOUT = (
     "Pass --dataset imagefolder:PATH with PATH the ImageNet-layout root holding "
@@ -65,15 +66,63 @@ def _class_dirs(folder: Path) -> list[str]:
 
 
 def _image_files(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursively), as sorted paths relative to ``folder``."""
+    """Image files under ``folder`` (recursively), as sorted paths relative to ``folder``.
+
+    Symbolic links to folders are followed once: a folder already visited (a link loop, or two
+    links to one folder) is skipped with a warning, so no image is counted twice and a loop
+    cannot make the walk endless.
+    """
     found = []
+    visited: set[tuple[int, int]] = set()
+    skipped: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in visited:
+            skipped.append(dirpath)
+            dirnames[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel = os.path.relpath(dirpath, folder)
         for name in filenames:
             if _is_image(name):
                 found.append(name if rel == "." else os.path.join(rel, name))
+    if skipped:
+        logger.warning(
+            "%s: skipped %d folder(s) reached again through symbolic links (e.g. %s); each "
+            "image is counted once",
+            folder,
+            len(skipped),
+            skipped[0],
+        )
     return sorted(found)
+
+
+def files_digest(folder: Path, files: Sequence[str]) -> str:
+    """A digest of the files' names, sizes, modification and change times.
+
+    The feature cache and result fingerprints use it so that an image replaced under the same
+    name is never served stale. Why metadata and not the bytes: hashing the bytes costs as much
+    reading as decoding the images, which a cache hit exists to avoid (ImageNet is 140 GB);
+    one ``stat`` per file costs a few seconds for ImageNet. Any write changes the
+    modification time, and the change time (``st_ctime_ns``, which no program can set back)
+    catches a copy that keeps the old modification time (``cp -p``, ``rsync -a``) or a file
+    renamed over another.
+
+    Raises:
+        DatasetError: a file vanished since the folder was scanned.
+    """
+    digest = hashlib.sha256()
+    for rel in files:
+        try:
+            st = os.stat(folder / rel)
+        except OSError as exc:
+            raise DatasetError(
+                f"Image file '{folder / rel}' cannot be read ({exc.strerror}); the dataset "
+                "changed while eqbench ran. Run again."
+            ) from None
+        digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _split_folder(root: Path, split: str) -> Path:
@@ -155,6 +204,7 @@ class ImageFolder(ImageDataset):
         self.files = [files[i] for i in keep]
         self.labels = np.asarray(labels, dtype=np.int64)[keep]
         self.groups = np.arange(len(self.files), dtype=np.int64)
+        self._contents_digest: str | None = None
 
     def _scan(self) -> tuple[list[str], list[int]]:
         """Relative file paths and labels of the split, checking the layout."""
@@ -204,6 +254,12 @@ class ImageFolder(ImageDataset):
         parallel_rows(fill, len(files))
         return out, aspect
 
+    def contents_digest(self) -> str:
+        """:func:`files_digest` of the files kept, computed once per opened split."""
+        if self._contents_digest is None:
+            self._contents_digest = files_digest(self.folder, self.files)
+        return self._contents_digest
+
     def fingerprint(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -212,6 +268,7 @@ class ImageFolder(ImageDataset):
             "folder": self.folder.name,
             "files": self.total,
             "paths_sha256": self.paths_hash,
+            "contents_digest": self.contents_digest(),
             "n": self.n,
             "seed": self.seed if self.n is not None else None,
             "version": VERSION,

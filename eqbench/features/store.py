@@ -32,7 +32,7 @@ from eqbench.atomic import write_with
 from eqbench.backbones.base import FEATURE_KINDS, Encoder, Features
 from eqbench.data.base import ImageDataset
 from eqbench.device import autocast
-from eqbench.errors import ConfigError
+from eqbench.errors import ConfigError, EqbenchError
 
 log = logging.getLogger(__name__)
 
@@ -250,13 +250,24 @@ def _patch_map(out: Features) -> Tensor:
 
 
 def select_feature(feats: dict[str, Tensor], kind: str) -> Tensor:
-    """The ``cls`` / ``avgpool`` / ``cls+avgpool`` / ``grid`` feature matrix from a cached
-    entry."""
+    """The ``cls`` / ``avgpool`` / ``cls+avgpool`` / ``grid`` feature matrix from a cached entry.
+
+    Raises:
+        EqbenchError: the features hold NaN or infinite values (the model overflowed), which
+            would otherwise score chance level silently.
+    """
     if kind == "cls+avgpool":
-        return torch.cat([feats["cls"], feats["avgpool"]], dim=1)
-    if kind in STORED_KINDS:
-        return feats[kind]
-    raise ValueError(f"unknown feature kind {kind!r}; use one of {FEATURE_KINDS}")
+        out = torch.cat([feats["cls"], feats["avgpool"]], dim=1)
+    elif kind in STORED_KINDS:
+        out = feats[kind]
+    else:
+        raise ValueError(f"unknown feature kind {kind!r}; use one of {FEATURE_KINDS}")
+    if out.is_floating_point() and not bool(out.isfinite().all()):
+        raise EqbenchError(
+            f"The model's {kind} features hold NaN or infinite values, so no probe can read "
+            "them. Check the checkpoint (an earlier one of the run), or --device cpu."
+        )
+    return out
 
 
 def check_feature(feature: str, where: str) -> None:

@@ -57,6 +57,12 @@ class Protocol(ABC):
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         """Evaluate ``ctx.model``; returns metric values per probe seed."""
 
+    def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
+        """Check what can be checked before any model is loaded or image encoded (the data's
+        class counts, the metrics a config will report); raise an
+        :class:`~eqbench.errors.EqbenchError` naming the remedy. The default checks nothing."""
+        return None
+
     @classmethod
     def unavailable(cls) -> str | None:
         """Why this protocol cannot run here (an optional dependency is missing, with the

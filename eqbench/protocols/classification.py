@@ -13,13 +13,27 @@ from typing import Any
 
 import numpy as np
 
-from eqbench.data.base import ImageDataset
-from eqbench.errors import DatasetError
+from eqbench.backbones.base import FEATURE_KINDS
+from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
+from eqbench.errors import ConfigError, DatasetError
 from eqbench.eval.knn import knn_classify
 from eqbench.eval.linear import logistic_regression_probe
-from eqbench.features.store import check_feature, select_feature
+from eqbench.features.store import select_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 from eqbench.protocols.views import view_batches, view_key
+
+FEATURES = ("auto", *FEATURE_KINDS)
+
+
+def _check_common(image_size: int, feature: str, n_train: int | None, n_test: int | None) -> None:
+    """The options both classification protocols share (raises ValueError, as dataclasses do)."""
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {', '.join(FEATURES)}, not {feature!r}")
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if n is not None and n < 1:
+            raise ValueError(f"{name} must be >= 1 (or null for the whole split), got {n}")
 
 
 @dataclass(frozen=True)
@@ -34,7 +48,11 @@ class KnnConfig:
     n_test: int | None = None
 
     def __post_init__(self) -> None:
-        check_feature(self.feature, "kNN task")
+        _check_common(self.image_size, self.feature, self.n_train, self.n_test)
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"ks must be a non-empty list of integers >= 1, got {self.ks}")
+        if not self.temperature > 0 or self.temperature == float("inf"):
+            raise ValueError(f"temperature must be a positive number, got {self.temperature}")
 
 
 @dataclass(frozen=True)
@@ -52,7 +70,13 @@ class LinearConfig:
     n_test: int | None = None
 
     def __post_init__(self) -> None:
-        check_feature(self.feature, "linear-probe task")
+        _check_common(self.image_size, self.feature, self.n_train, self.n_test)
+        if not self.c_min_log10 <= self.c_max_log10:
+            raise ValueError("need c_min_log10 <= c_max_log10")
+        if self.c_steps < 1 or self.max_iter < 1:
+            raise ValueError("c_steps and max_iter must be >= 1")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
 
 
 def encode_split(
@@ -67,6 +91,35 @@ def encode_split(
         label=f"{dataset.name}/{split}",
     )
     return select_feature(feats, feature).numpy(), dataset.labels, dataset
+
+
+def check_labelled_dataset(
+    dataset: DatasetSpec, seed: int, n_train: int | None, n_test: int | None
+) -> None:
+    """Refuse data that cannot score classification: fewer than two classes in the train split
+    (every prediction would be right), or test classes that never occur in train."""
+    y_tr = load_dataset(dataset, "train", n=n_train, seed=seed).labels
+    y_te = load_dataset(dataset, "test", n=n_test, seed=seed).labels
+    for split, labels in (("train", y_tr), ("test", y_te)):
+        if not np.issubdtype(np.asarray(labels).dtype, np.integer):
+            raise DatasetError(
+                f"Dataset '{dataset}' has non-integer labels in its {split} split. Labels must "
+                "be class indices."
+            )
+    classes = np.unique(y_tr)
+    if len(classes) < 2:
+        raise DatasetError(
+            f"Dataset '{dataset}' has {len(classes)} class in its train split"
+            f"{' (as subsampled by n_train)' if n_train is not None else ''}; classification "
+            "needs at least two. Add classes or raise n_train."
+        )
+    unseen = set(np.unique(y_te)) - set(classes)
+    if unseen:
+        raise DatasetError(
+            f"Dataset '{dataset}' has test classes that never occur in its train split "
+            f"({len(unseen)} of them), so it cannot score classification. Use a labelled "
+            "dataset such as digits, cifar10 or imagefolder:PATH."
+        )
 
 
 def labelled_splits(
@@ -92,6 +145,16 @@ class Knn(Protocol):
     Config = KnnConfig
     metrics = ("top1_k10", "top1_k20", "top1_k100", "top1_k200", "top5_k20")
 
+    def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
+        cfg: KnnConfig = config
+        reported = [f"top{t}_k{k}" for k in cfg.ks for t in (1, 5)]
+        if primary_metric not in reported:
+            raise ConfigError(
+                f"ks={list(cfg.ks)} does not report the task's primary metric "
+                f"'{primary_metric}'. Keep its k in ks."
+            )
+        check_labelled_dataset(dataset, seed, cfg.n_train, cfg.n_test)
+
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: KnnConfig = config
         x_tr, y_tr, x_te, y_te, num_classes = labelled_splits(
@@ -115,6 +178,10 @@ class Linear(Protocol):
 
     Config = LinearConfig
     metrics = ("top1", "top5", "val_top1", "best_c")
+
+    def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
+        cfg: LinearConfig = config
+        check_labelled_dataset(dataset, seed, cfg.n_train, cfg.n_test)
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: LinearConfig = config

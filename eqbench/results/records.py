@@ -78,9 +78,15 @@ def summarise(values: list[float]) -> dict[str, Any]:
 
 
 def slug(text: str) -> str:
-    """A file-name-safe form of a model, task or dataset name."""
+    """A file-name-safe form of a model, task or dataset name.
+
+    Never empty and never starting with ``.``: a name such as ``..`` (a checkpoint header's
+    ``name`` is anyone's choice) stays one folder level under the results folder.
+    """
     text = text.replace("/", "__").replace(":", "_")
-    return re.sub(r"[^A-Za-z0-9_.+-]", "-", text)
+    text = re.sub(r"[^A-Za-z0-9_.+-]", "-", text)
+    text = re.sub(r"^\.+", lambda m: "_" * len(m.group()), text)
+    return text[:200] or "_"
 
 
 def write_result(record: ResultRecord, results_dir: Path) -> Path:
@@ -103,11 +109,12 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
     for path in sorted(results_dir.rglob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
             log.warning("skipping unreadable result %s (%s)", path, exc)
             continue
-        if not isinstance(data, dict) or any(k not in data for k in REQUIRED):
-            log.warning("skipping %s: not an eqbench result", path)
+        problem = record_problem(data)
+        if problem is not None:
+            log.warning("skipping %s: not an eqbench result (%s)", path, problem)
             continue
         if data["schema_version"] > SCHEMA_VERSION:
             log.warning(
@@ -117,3 +124,49 @@ def load_results(results_dir: Path) -> list[dict[str, Any]]:
         data["_path"] = str(path)
         out.append(data)
     return out
+
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int,
+    "task": str,
+    "task_version": int,
+    "model_id": str,
+    "checkpoint_sha256": str,
+    "dataset": str,
+    "metrics": dict,
+    "primary_metric": str,
+    "seed": int,
+}
+
+
+_OPTIONAL_TYPES: dict[str, type] = {
+    "higher_is_better": bool,
+    "created_at": str,
+    "overrides": dict,
+    "config": dict,
+}
+
+
+def record_problem(data: Any) -> str | None:
+    """What makes ``data`` not a result record the leaderboards can read, or ``None``."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for key in REQUIRED:
+        if key not in data:
+            return f"no '{key}'"
+        expected = _FIELD_TYPES.get(key)
+        value = data[key]
+        if expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+            return f"'{key}' has the wrong type"
+    for key, expected in _OPTIONAL_TYPES.items():
+        if key in data and not isinstance(data[key], expected):
+            return f"'{key}' has the wrong type"
+    for name, metric in data["metrics"].items():
+        if not isinstance(metric, dict) or not all(
+            isinstance(metric.get(k), int | float) and not isinstance(metric.get(k), bool)
+            for k in ("mean", "std")
+        ):
+            return f"metric '{name}' lacks a numeric mean and std"
+    if data["primary_metric"] not in data["metrics"]:
+        return f"no value of the primary metric '{data['primary_metric']}'"
+    return None

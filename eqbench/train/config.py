@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from eqbench.backbones.options import check_backbone_options
 from eqbench.config import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.registry import did_you_mean
@@ -158,6 +159,7 @@ class PretrainConfig:
             raise ConfigError("pretrain config: teacher momenta must lie in [0, 1].")
         if self.num_workers < 0 or self.preload_max_mb < 0:
             raise ConfigError("pretrain config: num_workers and preload_max_mb must be >= 0.")
+        check_backbone_options(self.backbone_options, "pretrain config")
 
     @property
     def peak_lr(self) -> float:

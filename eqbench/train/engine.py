@@ -67,6 +67,44 @@ CHECKPOINT_NAME = "checkpoint.pt"
 TEACHER_CHECKPOINT_NAME = "teacher.pt"
 LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.yaml"
+#: What a run folder may hold besides hidden files: ``eqbench pretrain --out`` refuses a
+#: non-empty folder with anything else (it would overwrite a ``config.yaml`` of the user's).
+RUN_ENTRIES = frozenset(
+    {CHECKPOINT_NAME, TEACHER_CHECKPOINT_NAME, LOG_NAME, CONFIG_NAME, "tensorboard", "slurm"}
+)
+
+
+def check_run_folder(out: Path) -> None:
+    """Refuse an ``--out`` that exists and is not an (empty, or eqbench) run folder.
+
+    A folder is a run when it holds only run entries (:data:`RUN_ENTRIES`) and its
+    ``config.yaml``, if any, comes with the ``log.jsonl`` of an eqbench run.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out '{out}' is a file. Choose a folder for the run.")
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    foreign = sorted(names - RUN_ENTRIES)
+    started = _log_starts_run(out / LOG_NAME)
+    if foreign or (CONFIG_NAME in names and not started and CHECKPOINT_NAME not in names):
+        shown = ", ".join(foreign[:3]) or CONFIG_NAME
+        raise ConfigError(
+            f"--out '{out}' is not empty and is not an eqbench run (it holds {shown}). Choose a "
+            "new or empty folder for the run."
+        )
+
+
+def _log_starts_run(path: Path) -> bool:
+    """Whether ``path`` is a run log: its first line is an eqbench ``start`` record."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = json.loads(fh.readline())
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and first.get("event") == "start"
+
+
 #: Purposes mixed into per-step seeds.
 _GLOBAL_RNG, _AUGMENT_RNG = 1, 2
 
@@ -104,6 +142,7 @@ def pretrain(
     """
     out = Path(out_dir)
     _check_config(cfg, stop_at)
+    check_run_folder(out)
     ctx = distributed.setup(cfg.device)
     try:
         run = _Run(cfg, out, ctx)
@@ -174,6 +213,8 @@ class _Run:
         _check_resumable(saved["eqbench"].get("config", {}), self.cfg.to_dict(), self.out)
         self.step, self.position = state.restore_training_state(saved, self.method, self.optimizer)
         self.last_saved = self.step
+        if self.ctx.is_main:  # a kill between teacher.pt and checkpoint.pt left them apart
+            self._save_teacher()
         logger.info("resumed %s at step %d", self.out, self.step)
 
     def _trim_log(self) -> None:
@@ -202,7 +243,14 @@ class _Run:
                     self.tensorboard.add_scalar(f"train/{key}", value, record["step"])
 
     def _save(self) -> None:
+        """Write ``teacher.pt`` (methods with an EMA teacher), then ``checkpoint.pt``.
+
+        In that order a kill between the two leaves a teacher newer than the checkpoint, which
+        ``--resume`` rewrites from the checkpoint (:meth:`_save_teacher` after the restore), so
+        the pair on disk always ends consistent.
+        """
         if self.ctx.is_main:
+            self._save_teacher()
             state.save_training_checkpoint(
                 self.checkpoint,
                 self.method,
@@ -213,17 +261,19 @@ class _Run:
                 config=self.cfg.to_dict(),
                 name=self.cfg.run_name,
             )
-            teacher = _teacher_encoder(self.method)
-            if teacher is not None:  # DINO and iBOT evaluate the EMA teacher
-                save_checkpoint(
-                    self.out / TEACHER_CHECKPOINT_NAME,
-                    teacher,
-                    method=self.method.name,
-                    config=self.cfg.to_dict(),
-                    name=f"{self.cfg.run_name}-teacher",
-                    trained_feature=self.method.trained_feature,
-                )
         self.last_saved = self.step
+
+    def _save_teacher(self) -> None:
+        teacher = _teacher_encoder(self.method)
+        if teacher is not None:  # DINO and iBOT evaluate the EMA teacher
+            save_checkpoint(
+                self.out / TEACHER_CHECKPOINT_NAME,
+                teacher,
+                method=self.method.name,
+                config=self.cfg.to_dict(),
+                name=f"{self.cfg.run_name}-teacher",
+                trained_feature=self.method.trained_feature,
+            )
 
     # ------------------------------------------------------------------------------ a step
     def _train_step(

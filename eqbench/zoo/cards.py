@@ -19,6 +19,7 @@ A card says what the checkpoint is and how to load it again, and pins it by hash
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from eqbench.atomic import write_text
 from eqbench.config import from_dict, to_dict
 from eqbench.errors import CheckpointError, ConfigError
 from eqbench.registry import did_you_mean
+from eqbench.yamlfiles import read_yaml
 
 CARD_VERSION = 1
 
@@ -65,7 +67,22 @@ def card_ids(folder: Path | None = None) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
+#: What a zoo id may be (as ``eqbench submit`` allows): no path separators, no leading dot.
+CARD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def card_path(card_id: str, folder: Path | None = None) -> Path:
+    """``<zoo>/<card_id>.yaml``.
+
+    Raises:
+        CheckpointError: ``card_id`` is not a zoo id (``zoo:../x`` must not reach outside the
+            zoo folder).
+    """
+    if not CARD_ID.fullmatch(card_id):
+        raise CheckpointError(
+            f"{card_id[:100]!r} is not a zoo id: ids use letters, digits, '.', '_' and '-' and "
+            "start with a letter or digit. Run `eqbench zoo ls`."
+        )
     return (folder or zoo_dir()) / f"{card_id}.yaml"
 
 
@@ -83,11 +100,9 @@ def read_card(card_id: str, folder: Path | None = None) -> ZooCard:
             "or add one with `eqbench submit`."
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise CheckpointError(f"Zoo card '{path}' is not valid YAML. Fix or re-submit.") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"Zoo card '{path}' must hold a mapping. Fix or re-submit.")
+        data = read_yaml(path, "Zoo card")
+    except ConfigError as err:
+        raise CheckpointError(f"{err} Or re-submit the checkpoint.") from None
     try:
         card = from_dict(ZooCard, data, f"zoo card '{path}'")
     except ConfigError as err:

@@ -73,7 +73,7 @@ def submit(
             ``std``. The card records the values and where they came from.
         std: input normalisation std (with ``mean``).
     """
-    if not _ID.match(card_id):
+    if not _ID.fullmatch(card_id):  # fullmatch: '$' alone lets a final newline through
         raise ConfigError(
             f"Zoo id '{card_id}' is not allowed: use letters, digits, '.', '_' and '-' "
             "(at most 100 characters, not starting with a symbol)."
