@@ -35,6 +35,10 @@ DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "tir+vicreg-k1": ("tir_vicreg_photos_cpu", {"method_options.num_targets": 1}),
     "tir+vicreg-k3": ("tir_vicreg_photos_cpu", {"method_options.num_targets": 3}),
     "rotation_supervised": ("rotation_supervised_photos_cpu", {}),
+    "rotation_supervised-grid": (
+        "rotation_supervised_photos_cpu",
+        {"method_options.pool": "grid"},
+    ),
 }
 
 

@@ -64,3 +64,14 @@ def test_views_larger_than_the_images_are_refused() -> None:
         method.views(TrainBatch(context(side=8), torch.Generator()))
     with pytest.raises(ConfigError, match="discrete"):
         build(transform="rotation4", transform_options={})
+
+
+def test_grid_pool_feeds_the_head_the_probes_grid_feature() -> None:
+    method = build(pool="grid")
+    assert method.trained_feature == "grid"
+    first = method.head[0]
+    assert isinstance(first, torch.nn.Linear) and first.in_features == 2 * 4 * 64  # 2 views, 2×2
+    out = method.training_step(TrainBatch(context(), torch.Generator().manual_seed(1)))
+    assert torch.isfinite(out["loss"])
+    with pytest.raises(ConfigError, match="pool"):
+        build(pool="max")

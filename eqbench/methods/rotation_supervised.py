@@ -22,12 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eqbench.backbones import Encoder
+from eqbench.backbones.base import GRID_SIZE
 from eqbench.config import from_dict, to_dict
 from eqbench.data.base import center_crop
 from eqbench.errors import ConfigError
 from eqbench.methods.base import METHODS, Method, TrainBatch
 from eqbench.transforms import build_transform
 
+POOLS = ("avgpool", "cls", "grid")
 #: Draws used to standardise the regression targets (fixed generator, so every run agrees).
 TARGET_STAT_DRAWS = 4096
 
@@ -40,7 +42,8 @@ class RotationSupervisedOptions:
         transform: the transformation whose parameters are predicted (continuous only).
         transform_options: its ranges (default: the synthetic task's, rotation in [-45°, 45°]).
         head_dims: hidden widths of the MLP on the concatenated pair.
-        pool: global feature of each view: ``avgpool`` (mean patch token) or ``cls``.
+        pool: global feature of each view: ``avgpool`` (mean patch token), ``cls`` or ``grid``
+            (patch tokens pooled to 2×2 cells, flattened; the probes' ``grid`` feature).
     """
 
     transform: str = "rotation"
@@ -49,8 +52,8 @@ class RotationSupervisedOptions:
     pool: str = "avgpool"
 
     def __post_init__(self) -> None:
-        if self.pool not in ("avgpool", "cls"):
-            raise ConfigError(f"rotation_supervised: pool must be avgpool or cls: {self.pool!r}.")
+        if self.pool not in POOLS:
+            raise ConfigError(f"rotation_supervised: pool must be one of {POOLS}: {self.pool!r}.")
         if any(d < 1 for d in self.head_dims):
             raise ConfigError("rotation_supervised: head_dims must be positive.")
 
@@ -83,7 +86,7 @@ class RotationSupervised(Method):
         self.register_buffer("target_mean", reference.mean(dim=0))
         self.register_buffer("target_std", reference.std(dim=0).clamp_min(1e-6))
         layers: list[nn.Module] = []
-        width = 2 * encoder.embed_dim
+        width = 2 * encoder.embed_dim * (GRID_SIZE**2 if opts.pool == "grid" else 1)
         for hidden in opts.head_dims:
             layers += [nn.Linear(width, hidden), nn.GELU()]
             width = hidden
