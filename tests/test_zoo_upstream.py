@@ -305,10 +305,19 @@ def test_dino_card_records_imagenet_normalisation_and_uses_it(tmp_path: Path) ->
         and own.preprocessing["source"] == "given by the user"
     )
     assert load_model("zoo:dino-own", img_size=224).encoder.std.flatten().tolist() == [0.25] * 3  # type: ignore[operator]
-    # a plain timm file keeps the architecture's default, and the card names it
-    torch.save(backbone, tmp_path / "timm.pth")
+    # DINO's released backbone file (a headless state dict) is DINO's without being told so
+    torch.save(backbone, tmp_path / "dino_deitsmall16_pretrain.pth")
+    submit(tmp_path / "dino_deitsmall16_pretrain.pth", card_id="dino-released", arch=VIT)
+    released = read_card("dino-released")
+    assert released.format == "dino"
+    assert (released.preprocessing["mean"], released.preprocessing["std"]) == IMAGENET
+    assert max_diff("dino-released", timm_oracle(VIT, backbone, 224), 224) == 0.0
+    # a plain timm file (timm's state dicts keep their classifier) keeps the architecture's
+    # default, and the card names it
+    torch.save(random_state(VIT), tmp_path / "timm.pth")
     submit(tmp_path / "timm.pth", card_id="plain", arch=VIT)
     plain = read_card("plain")
+    assert plain.format == "timm"
     assert plain.preprocessing["mean"] == [0.5] * 3
     assert plain.preprocessing["source"] == f"timm pretrained_cfg of {VIT}"
 

@@ -376,6 +376,11 @@ def detect_format(obj: dict[str, Any], metadata: dict[str, str]) -> str:
             return "dinov2"
         if "masked_embed" in names:
             return "ibot"
+        if _is_vit_backbone(names) and not any(n.startswith("head.") for n in names):
+            # DINO's released backbones (dino_deitsmall16_pretrain.pth, ...) are the state dict of
+            # its VisionTransformer built with num_classes=0, whose head is nn.Identity (dino
+            # vision_transformer.py:159, hubconf.py); timm's own state dicts keep "head.*"
+            return "dino"
         return "timm"
     raise CheckpointError(
         f"Cannot tell the checkpoint's format: it holds no tensors at its top level, and none "
