@@ -9,7 +9,7 @@ import timm
 import torch
 
 from eqbench.backbones import BACKBONES, Encoder, PixelEncoder, TimmEncoder, create_encoder
-from eqbench.backbones.base import FEATURE_KINDS, IMAGENET_MEAN, IMAGENET_STD
+from eqbench.backbones.base import FEATURE_KINDS, GRID_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from eqbench.backbones.timm_encoder import CURATED_TIMM_MODELS
 from eqbench.errors import EqbenchError
 
@@ -45,7 +45,7 @@ def test_feature_shapes_every_backbone(name: str) -> None:
     else:
         assert feats.cls is None
     for kind in FEATURE_KINDS:
-        width = 2 * enc.embed_dim if kind == "cls+avgpool" else enc.embed_dim
+        width = {"cls+avgpool": 2, "grid": GRID_SIZE * GRID_SIZE}.get(kind, 1) * enc.embed_dim
         assert feats.pooled(kind).shape == (2, width)
 
 

@@ -19,6 +19,7 @@ from eqbench.backbones.pixels import PixelEncoder
 from eqbench.checkpoints import LoadedModel
 from eqbench.config import from_dict
 from eqbench.data.base import DatasetSpec
+from eqbench.evaluate import resolve_feature
 from eqbench.features.store import FeatureStore
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.tasks import all_tasks
@@ -77,6 +78,7 @@ def run_task(encoder: Encoder, task: str, **extra: object) -> dict[str, list[flo
     model = LoadedModel(
         model_id=encoder.arch, sha256=encoder.arch * 4, encoder=encoder, spec=encoder.arch, info={}
     )
+    cfg = resolve_feature(cfg, model)  # feature: auto → cls here (not an eqbench checkpoint)
     store = FeatureStore(encoder, model.sha256, torch.device("cpu"), None, show_progress=False)
     ctx = EvalContext(model=model, store=store, dataset=DatasetSpec("photos"), seed=0)
     return protocol().run(cfg, ctx)

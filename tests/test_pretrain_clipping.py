@@ -85,6 +85,7 @@ REFERENCE_CLIP = {
     "essl": (None, None),
     "equimod": (None, None),
     "sie": (None, None),
+    "rotation_supervised": (None, None),  # positive control, recipe of vicreg_photos_cpu
 }
 
 

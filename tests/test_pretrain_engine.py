@@ -133,6 +133,7 @@ def test_shipped_configs_load_and_name_their_method() -> None:
             "sie": {"expander_dims": [8, 8]},
             "mae": {"decoder_dim": 8, "decoder_depth": 1, "decoder_heads": 2},
             "gtsa": {"out_dim": 8, "projector_dim": 8, "rotation_dims": [8], "local_size": 16},
+            "rotation_supervised": {"head_dims": [8]},
         }.get(base, {"out_dim": 8, "hidden_dim": 8, "bottleneck_dim": 8, "local_size": 16})
         if cfg.method.startswith("tir"):
             small |= {"d_patch": 64, "d_equi": 16}
@@ -145,7 +146,12 @@ def test_include_and_dotted_overrides() -> None:
     )
     assert cfg.method == "tir+vicreg" and cfg.img_size == 64  # inherited from vicreg_photos_cpu
     assert cfg.method_options["d_equi"] == 48
-    assert cfg.method_options["expander_dims"] == [512, 512, 512]  # merged, not replaced
+    # the dotted override is merged into method_options, not a replacement of them
+    shipped = load_pretrain_config("tir_vicreg_photos_cpu").method_options
+    assert {k: v for k, v in cfg.method_options.items() if k != "d_equi"} == {
+        k: v for k, v in shipped.items() if k != "d_equi"
+    }
+    assert shipped["d_equi"] != 48 and len(shipped) > 5
     assert (cfg.steps, cfg.seed) == (30, 7)
     imagenet = load_pretrain_config("vicreg_vits16_imagenet")
     assert imagenet.peak_lr == pytest.approx(1e-4 * 2048 / 256)

@@ -126,5 +126,6 @@ class RotationSupervised(Method):
 
 @METHODS.register("rotation_supervised")
 def rotation_supervised(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
-    """Positive control: supervised prediction of the rotation between two views."""
+    """Positive control: supervised regression of the rotation between two views (the pretext of
+    RotNet, Gidaris et al., ICLR 2018, arXiv 1803.07728, made continuous and relative)."""
     return RotationSupervised(encoder, img_size, options)
