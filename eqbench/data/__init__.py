@@ -6,9 +6,21 @@ for ``eqbench ls datasets``.
 
 from __future__ import annotations
 
-from eqbench.data import ade20k, cifar, coco, digits, imagefolder, photos, shapes, voc
+from eqbench.data import (
+    ade20k,
+    cifar,
+    clips,
+    coco,
+    davis,
+    digits,
+    imagefolder,
+    photos,
+    shapes,
+    voc,
+)
 from eqbench.data.base import DATASETS, DatasetSpec, ImageDataset, load_dataset, resize_square
 from eqbench.data.dense import IGNORE_INDEX, SegmentationDataset
+from eqbench.data.video import VideoDataset
 
 #: One line per dataset: what it is and the layout ``PATH`` must have.
 DESCRIPTIONS: dict[str, str] = {
@@ -20,6 +32,8 @@ DESCRIPTIONS: dict[str, str] = {
     **ade20k.DESCRIPTIONS,
     **voc.DESCRIPTIONS,
     **coco.DESCRIPTIONS,
+    **clips.DESCRIPTIONS,
+    **davis.DESCRIPTIONS,
 }
 
 __all__ = [
@@ -29,6 +43,7 @@ __all__ = [
     "DatasetSpec",
     "ImageDataset",
     "SegmentationDataset",
+    "VideoDataset",
     "load_dataset",
     "resize_square",
 ]

@@ -10,6 +10,7 @@ from eqbench.protocols import (  # noqa: F401
     openmmlab,
     segmentation,
     transform_prediction,
+    video,
 )
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 
