@@ -37,12 +37,14 @@ class Column:
         dataset: dataset name the result must be on (``None``: the task's default).
         scale: multiply eqbench's stored value by this (100 for percentages).
         note: shown where there is no task, or to qualify one.
+        metric: the result's metric to show (``None``: the task's primary metric).
     """
 
     task: str | None
     dataset: str | None = None
     scale: float = 1.0
     note: str = ""
+    metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,12 @@ TABLES: dict[tuple[str, str], TableSpec] = {
         "wang2026_table7_video.csv",
         "Video label propagation",
         ("method",),
-        {c: _NONE for c in ("davis17_jf", "davis17_j", "davis17_f", "vip_miou")},
+        {
+            "davis17_jf": Column("video/davis", "davis", 100.0, "J&F mean"),
+            "davis17_j": Column("video/davis", "davis", 100.0, "J mean", metric="j"),
+            "davis17_f": Column("video/davis", "davis", 100.0, "F mean", metric="f"),
+            "vip_miou": Column(None, note="no eqbench task: VIP is not implemented yet"),
+        },
     ),
     ("wang2026", "8"): TableSpec(
         "wang2026",
@@ -241,9 +248,9 @@ def reproduced(spec: TableSpec, results_dir: Path) -> list[dict[str, Any]]:
                 for (m, t, d), r in newest.items()
                 if m == model and t == col.task and (col.dataset is None or d == col.dataset)
             ]
-            if match:
-                r = match[-1]
-                row[name] = float(r["metrics"][r["primary_metric"]]["mean"]) * col.scale
+            metric = col.metric or (match[-1]["primary_metric"] if match else "")
+            if match and metric in match[-1]["metrics"]:
+                row[name] = float(match[-1]["metrics"][metric]["mean"]) * col.scale
         for name, parts in spec.means.items():
             values = [row.get(p) for p in parts]
             if all(isinstance(v, float) for v in values):
@@ -284,7 +291,9 @@ def mapping_lines(spec: TableSpec) -> list[str]:
         else:
             where = f" on {col.dataset}" if col.dataset else ""
             unit = " ×100" if col.scale != 1 else ""
-            out.append(f"{name}: {col.task}{where}{unit}{f' ({col.note})' if col.note else ''}")
+            metric = f" [{col.metric}]" if col.metric else ""
+            note = f" ({col.note})" if col.note else ""
+            out.append(f"{name}: {col.task}{where}{metric}{unit}{note}")
     return out
 
 
