@@ -74,7 +74,8 @@ MAIN_MODELS = "vicreg,tir+vicreg,tir+vicreg-control,tir+vicreg-k1,tir+vicreg-k3,
 
 
 def scores(folder: Path) -> dict[str, dict[str, float]]:
-    """model id → the benchmark's columns, from the newest result of each task."""
+    """model id → the benchmark's columns, from the newest result of each task (models that miss
+    a task are left out)."""
     newest: dict[tuple[str, str], dict] = {}
     for r in sorted(load_results(folder), key=lambda r: r.get("created_at", "")):
         newest[(r["model_id"], r["task"])] = r
@@ -90,7 +91,7 @@ def scores(folder: Path) -> dict[str, dict[str, float]]:
             by_model[model]["kNN top-1"] = m[r["primary_metric"]]
     out = {}
     for model, v in by_model.items():
-        if any(f"{t}:mlp" not in v for t in R2_TASKS):
+        if any(f"{t}:mlp" not in v for t in R2_TASKS) or len(v) < 2 * len(R2_TASKS) + 2:
             continue  # still being evaluated
         out[model] = {
             "mean R² mlp": float(np.mean([v[f"{t}:mlp"] for t in R2_TASKS])),
@@ -150,16 +151,22 @@ def report(rows: dict[str, dict[int, dict[str, float]]], title: str) -> list[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--models", default=MAIN_MODELS)
-    parser.add_argument("--features", default="auto,grid")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated pretraining seeds")
+    parser.add_argument("--steps", type=int, default=200, help="pretraining steps per model")
+    parser.add_argument(
+        "--models", default=MAIN_MODELS, help="comma-separated demo models (eqbench.demo)"
+    )
+    parser.add_argument(
+        "--features", default="auto,grid", help="global features the probes read, one table each"
+    )
     # the probes' protocol sizes (tasks/synthetic/_probe.yaml); the demo's 1000/500 pairs are
     # quick but let the MLP probe overfit, which buries a difference of a few R² points
-    parser.add_argument("--n-train", type=int, default=10000)
-    parser.add_argument("--n-test", type=int, default=2000)
-    parser.add_argument("--probe-seeds", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("runs/science"))
+    parser.add_argument("--n-train", type=int, default=10000, help="probe training pairs")
+    parser.add_argument("--n-test", type=int, default=2000, help="probe test pairs")
+    parser.add_argument("--probe-seeds", type=int, default=1, help="probe fits averaged per result")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/science"), help="checkpoints and results go here"
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -194,12 +201,15 @@ def main() -> None:
                 eval_overrides={"probe_seeds": args.probe_seeds},
                 show_progress=False,
             )
-            if not args.report_only:
-                start = time.perf_counter()
-                run_demo(cfg, announce=lambda m, s=seed, f=feature: print(f"seed {s} [{f}]: {m}"))
-                print(f"seed {seed} [{feature}]: {time.perf_counter() - start:.0f} s", flush=True)
             folder = results_dir(cfg)
             found = scores(folder) if folder.is_dir() else {}
+            todo = tuple(m for m in models if f"{m}:{args.steps}steps:seed{seed}" not in found)
+            if todo and not args.report_only:  # models with every result are not evaluated again
+                start = time.perf_counter()
+                cfg.models = todo
+                run_demo(cfg, announce=lambda m, s=seed, f=feature: print(f"seed {s} [{f}]: {m}"))
+                print(f"seed {seed} [{feature}]: {time.perf_counter() - start:.0f} s", flush=True)
+                found = scores(folder)
             for model in models:
                 model_id = f"{model}:{args.steps}steps:seed{seed}"
                 if model_id in found:

@@ -138,6 +138,32 @@ def test_nan_weights_are_refused(tmp_path: Path) -> None:
     assert not files_under(results)
 
 
+def test_features_that_overflow_are_refused(tmp_path: Path) -> None:
+    """Finite weights whose features overflow float32 (inf, then NaN after LayerNorm) stop the
+    evaluation with an error instead of a chance-level result."""
+    torch.manual_seed(0)
+    encoder = create_encoder("micro_vit", img_size=32, patch_size=8)
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.mul_(1e30)
+    assert all(bool(p.isfinite().all()) for p in encoder.parameters())
+    save_checkpoint(tmp_path / "big.pt", encoder, method="test", config={})
+    results = tmp_path / "results"
+    code, out = run(
+        "eval",
+        "-t",
+        KNN,
+        "-c",
+        str(tmp_path / "big.pt"),
+        "--results-dir",
+        str(results),
+        "-q",
+        "--no-cache",
+    )
+    assert_one_line_error(code, out, "NaN or infinite values")
+    assert not files_under(results)
+
+
 # ------------------------------------------------------------------------ options and data files
 
 
