@@ -293,7 +293,7 @@ def _store(encoder: torch.nn.Module, name: str = "enc") -> FeatureStore:
 
 
 def test_identical_frames_reproduce_the_first_mask_with_pixel_features() -> None:
-    """Default options (7 frames, top-5, radius 12, T = 0.7), raw-pixel patch tokens, one frame
+    """Default options (7 frames, top-5, radius 12, T = 0.1), raw-pixel patch tokens, one frame
     repeated: two coloured full-height stripes aligned with the 4-px patches on grey. Every
     patch's top-5 neighbours share its colour, hence its label, and straight patch-aligned
     edges survive the bilinear upsampling, so every frame's prediction is the annotation."""

@@ -19,8 +19,9 @@ commit ``7c446df``; itself after UVC and Jabri et al. 2020's CRW), which CropMAE
   each label channel min-max normalised (``norm_mask``, lines 102-110), the argmax taken
   (line 76) and resized to the annotation's size with nearest neighbour (line 80).
 
-DINO's script fixes the temperature at 0.1; CropMAE's (``downstreams/propagation/start.py``)
-uses 0.7 with 20 context frames, top-7 and a radius of 20 (a disc, first frame unrestricted).
+The defaults are DINO's (its script fixes the temperature at 0.1); CropMAE's
+(``downstreams/propagation/start.py``) uses 0.7 with 20 context frames, top-7 and a radius of 20
+(a disc, first frame unrestricted).
 Both are a config away (:class:`PropagationConfig`).
 """
 
@@ -46,13 +47,14 @@ class PropagationConfig:
         size_mask_neighborhood: half-side, in patches, of the square window a target patch may
             take labels from; 0 for no restriction (DINO ``--size_mask_neighborhood``, 12).
         topk: neighbours each target patch takes labels from (DINO ``--topk``, 5).
-        temperature: softmax temperature over the top-k cosine similarities.
+        temperature: softmax temperature over the top-k cosine similarities (DINO's
+            ``aff / 0.1``, lines 125-129; CropMAE uses 0.7).
     """
 
     n_last_frames: int = 7
     size_mask_neighborhood: int = 12
     topk: int = 5
-    temperature: float = 0.7
+    temperature: float = 0.1
 
     def __post_init__(self) -> None:
         if self.n_last_frames < 0 or self.size_mask_neighborhood < 0:

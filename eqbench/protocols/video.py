@@ -55,7 +55,7 @@ class VideoPropagationConfig:
     n_last_frames: int = 7
     size_mask_neighborhood: int = 12
     topk: int = 5
-    temperature: float = 0.7
+    temperature: float = 0.1
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
