@@ -255,6 +255,29 @@ class TimmEncoder(Encoder):
         out = torch.cat([tokens[:, :prefix], visible], dim=1)
         return model.norm(model.blocks(model.norm_pre(out))), grid
 
+    def forward_layers(self, images: Tensor, n: int) -> list[Features]:
+        """Features of ``n`` evenly spaced blocks (block ``(k + 1) · depth / n`` for k < n, as
+        dinov2's ``out_index`` [2, 5, 8, 11] of a 12-block ViT), after the final norm, through
+        timm's ``forward_intermediates``."""
+        model = self.model
+        blocks = getattr(model, "blocks", None)
+        if n == 1 or not self.is_token_model or not hasattr(model, "forward_intermediates"):
+            return super().forward_layers(images, n)
+        depth = len(blocks) if blocks is not None else 0
+        if not 1 <= n <= depth:
+            raise ConfigError(f"Backbone '{self.arch}' has {depth} blocks; cannot read {n}.")
+        indices = [(k + 1) * depth // n - 1 for k in range(n)]
+        x = self.normalize(images)
+        outs = model.forward_intermediates(
+            x, indices=indices, return_prefix_tokens=True, norm=True, intermediates_only=True
+        )
+        feats = []
+        for spatial, prefix in outs:  # (B, D, h, w), (B, prefix, D)
+            patch = spatial.flatten(2).transpose(1, 2)  # (B, h·w, D)
+            cls = prefix[:, 0] if self.has_cls else None
+            feats.append(Features(cls=cls, patch=patch, grid=tuple(spatial.shape[-2:])))
+        return feats
+
     def describe(self) -> dict[str, Any]:
         """``{"name", "kwargs", "timm_name"}``; ``create_encoder(name, **kwargs)`` rebuilds it."""
         kwargs: dict[str, Any] = {"img_size": self.img_size, **self._kwargs, **self._norm_override}
