@@ -12,14 +12,17 @@ from eqbench.data import (
     clips,
     coco,
     davis,
+    depth,
     digits,
     imagefolder,
     photos,
+    scenes,
     shapes,
     voc,
 )
 from eqbench.data.base import DATASETS, DatasetSpec, ImageDataset, load_dataset, resize_square
 from eqbench.data.dense import IGNORE_INDEX, SegmentationDataset
+from eqbench.data.depth import DepthDataset
 from eqbench.data.video import VideoDataset
 
 #: One line per dataset: what it is and the layout ``PATH`` must have.
@@ -34,6 +37,8 @@ DESCRIPTIONS: dict[str, str] = {
     **coco.DESCRIPTIONS,
     **clips.DESCRIPTIONS,
     **davis.DESCRIPTIONS,
+    **scenes.DESCRIPTIONS,
+    **depth.DESCRIPTIONS,
 }
 
 __all__ = [
@@ -41,6 +46,7 @@ __all__ = [
     "DESCRIPTIONS",
     "IGNORE_INDEX",
     "DatasetSpec",
+    "DepthDataset",
     "ImageDataset",
     "SegmentationDataset",
     "VideoDataset",
