@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from eqbench.protocols import (  # noqa: F401
     classification,
+    depth,
     detection,
     homography,
     invariance,
