@@ -16,7 +16,7 @@ import torch
 
 from eqbench.checkpoints import LoadedModel
 from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
-from eqbench.features.store import FeatureStore
+from eqbench.features.store import FeatureRequest, FeatureStore
 from eqbench.registry import Registry
 
 
@@ -56,6 +56,16 @@ class Protocol(ABC):
     @abstractmethod
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         """Evaluate ``ctx.model``; returns metric values per probe seed."""
+
+    def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest] | None:
+        """The image sets :meth:`run` encodes through ``ctx.store``, listed beforehand.
+
+        Under ``torchrun`` they are encoded sharded over the processes first
+        (:func:`eqbench.features.sharding.prefetch`) and :meth:`run`, on rank 0 alone, reads
+        them from memory. ``None`` (the default) means not listed: under ``torchrun`` such a
+        task runs on rank 0 alone, encoding there.
+        """
+        return None
 
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
         """Check what can be checked before any model is loaded or image encoded (the data's

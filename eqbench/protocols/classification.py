@@ -18,7 +18,7 @@ from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
 from eqbench.errors import ConfigError, DatasetError
 from eqbench.eval.knn import knn_classify
 from eqbench.eval.linear import logistic_regression_probe
-from eqbench.features.store import select_feature
+from eqbench.features.store import FeatureRequest, select_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 from eqbench.protocols.views import view_batches, view_key
 
@@ -79,18 +79,34 @@ class LinearConfig:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
 
 
-def encode_split(
-    ctx: EvalContext, split: str, n: int | None, image_size: int, feature: str
-) -> tuple[np.ndarray, np.ndarray, ImageDataset]:
-    """Features and labels of a split, images resized to ``image_size`` (cached)."""
+def split_request(ctx: EvalContext, split: str, n: int | None, image_size: int) -> FeatureRequest:
+    """The images of a split resized to ``image_size``, as a feature-store request."""
     dataset = ctx.open(split, n=n)
-    feats = ctx.store.get(
+    return FeatureRequest(
         dataset,
         view_key(image_size, image_size, None, ctx.seed),
         view_batches(dataset, image_size, image_size),
         label=f"{dataset.name}/{split}",
     )
-    return select_feature(feats, feature).numpy(), dataset.labels, dataset
+
+
+def labelled_requests(
+    ctx: EvalContext, n_train: int | None, n_test: int | None, image_size: int
+) -> list[FeatureRequest]:
+    """The train and test requests of :func:`labelled_splits`."""
+    return [
+        split_request(ctx, "train", n_train, image_size),
+        split_request(ctx, "test", n_test, image_size),
+    ]
+
+
+def encode_split(
+    ctx: EvalContext, split: str, n: int | None, image_size: int, feature: str
+) -> tuple[np.ndarray, np.ndarray, ImageDataset]:
+    """Features and labels of a split, images resized to ``image_size`` (cached)."""
+    request = split_request(ctx, split, n, image_size)
+    feats = ctx.store.fetch(request)
+    return select_feature(feats, feature).numpy(), request.dataset.labels, request.dataset
 
 
 def check_labelled_dataset(
@@ -155,6 +171,10 @@ class Knn(Protocol):
             )
         check_labelled_dataset(dataset, seed, cfg.n_train, cfg.n_test)
 
+    def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest]:
+        cfg: KnnConfig = config
+        return labelled_requests(ctx, cfg.n_train, cfg.n_test, cfg.image_size)
+
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: KnnConfig = config
         x_tr, y_tr, x_te, y_te, num_classes = labelled_splits(
@@ -182,6 +202,10 @@ class Linear(Protocol):
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
         cfg: LinearConfig = config
         check_labelled_dataset(dataset, seed, cfg.n_train, cfg.n_test)
+
+    def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest]:
+        cfg: LinearConfig = config
+        return labelled_requests(ctx, cfg.n_train, cfg.n_test, cfg.image_size)
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: LinearConfig = config
