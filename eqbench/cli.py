@@ -161,7 +161,9 @@ def eval_command(
     from eqbench.config import parse_overrides
     from eqbench.evaluate import EvalConfig, evaluate
     from eqbench.features.store import default_cache_dir
+    from eqbench.train.distributed import launched_rank
 
+    main_process = launched_rank() == 0
     cfg = EvalConfig(
         tasks=tasks,
         checkpoint=checkpoint,
@@ -173,12 +175,14 @@ def eval_command(
         batch_size=batch_size,
         overrides=parse_overrides(sets),
         show_progress=not quiet,
-        on_skip=lambda task, reason: console.print(f"[yellow]Skipped {task}[/]: {reason}"),
+        on_skip=report_skip if main_process else lambda task, reason: None,
     )
     table = Table("task", "dataset", "metric", "value", "time", title=f"{checkpoint}")
     from eqbench.results.leaderboard import format_cell
 
     results = evaluate(cfg)
+    if not main_process:  # torchrun: rank 0 reports and writes the results
+        return
     if not results:
         console.print("No task ran; no result written.")
         return
@@ -193,6 +197,11 @@ def eval_command(
         )
     console.print(table)
     console.print(f"Results written under [bold]{results_dir}[/]. Run `eqbench leaderboard`.")
+
+
+def report_skip(task: str, reason: str) -> None:
+    """Tell the user a task was skipped because an optional dependency is missing."""
+    console.print(f"[yellow]Skipped {task}[/]: {reason}")
 
 
 # ------------------------------------------------------------------------------------- leaderboard

@@ -17,14 +17,15 @@ from eqbench.backbones.input_size import size_multiple, snap_size
 from eqbench.checkpoints import LoadedModel, load_model
 from eqbench.config import from_dict, to_dict
 from eqbench.data.base import DATASETS, DatasetSpec
-from eqbench.device import resolve_device
 from eqbench.errors import CheckpointError, ConfigError
+from eqbench.features.sharding import prefetch
 from eqbench.features.store import FeatureStore, default_cache_dir
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.provenance import environment
 from eqbench.registry import did_you_mean
 from eqbench.results.records import ResultRecord, summarise, write_result
 from eqbench.tasks import TaskSpec, resolve_tasks
+from eqbench.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,36 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
     see :meth:`~eqbench.protocols.base.Protocol.unavailable`) → load the checkpoint → for each
     task, run its protocol through a shared feature store (so a group encodes each image set
     once) → write the record atomically.
+
+    Launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` set; :mod:`eqbench.train.distributed`)
+    every process loads the model on its own device, the image sets of every task that lists
+    them (:meth:`~eqbench.protocols.base.Protocol.feature_requests`) are encoded sharded over the
+    processes (:mod:`eqbench.features.sharding`), and the processes meet at a barrier; then the
+    other ranks return ``[]`` while rank 0 fits the probes and writes the results, so a probe
+    that takes hours keeps no collective waiting. The metrics are bit-identical to a single
+    process's with the same ``batch_size``.
+
+    Returns:
+        ``(record, path)`` of each result written; ``[]`` on ranks other than 0.
     """
+    planned = _runnable(cfg)
+    if not planned:
+        return []
+    for p in planned:  # every task's data, before any model is loaded
+        dataset = DatasetSpec.parse(cfg.dataset or p.spec.dataset)
+        PROTOCOLS.get(p.spec.protocol)().preflight(
+            p.config, dataset, cfg.seed, p.spec.primary_metric
+        )
+    dist_ctx = distributed.setup(cfg.device)
+    try:
+        return _run_tasks(cfg, planned, dist_ctx)
+    finally:
+        distributed.teardown(dist_ctx)
+
+
+def _runnable(cfg: EvalConfig) -> list[PlannedTask]:
+    """:func:`plan`, less the tasks whose optional dependencies are missing (reported through
+    ``cfg.on_skip``)."""
     planned = []
     for p in plan(cfg):
         reason = PROTOCOLS.get(p.spec.protocol).unavailable()
@@ -213,14 +243,14 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
             cfg.on_skip(p.spec.name, reason)
         else:
             log.warning("Skipping task %s: %s", p.spec.name, reason)
-    if not planned:
-        return []
-    for p in planned:  # every task's data, before any model is loaded
-        dataset = DatasetSpec.parse(cfg.dataset or p.spec.dataset)
-        PROTOCOLS.get(p.spec.protocol)().preflight(
-            p.config, dataset, cfg.seed, p.spec.primary_metric
-        )
-    device = resolve_device(cfg.device)
+    return planned
+
+
+def _run_tasks(
+    cfg: EvalConfig, planned: list[PlannedTask], dist_ctx: distributed.DistContext
+) -> list[tuple[ResultRecord, Path]]:
+    """Load the model, encode (sharded under torchrun), run the protocols, write the results."""
+    device = dist_ctx.device
     image_size = max(getattr(p.config, "image_size", 224) for p in planned)
     model: LoadedModel = load_model(cfg.checkpoint, img_size=image_size)
     check_finite_weights(model)
@@ -232,17 +262,32 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
         device,
         cfg.cache_dir,
         batch_size=cfg.batch_size,
-        show_progress=cfg.show_progress,
+        show_progress=cfg.show_progress and dist_ctx.is_main,
     )
+    contexts = [
+        EvalContext(
+            model=model,
+            store=store,
+            dataset=DatasetSpec.parse(cfg.dataset or p.spec.dataset),
+            seed=cfg.seed,
+        )
+        for p in planned
+    ]
+    encode_s = [0.0] * len(planned)
+    if dist_ctx.distributed:
+        encode_s = _encode_sharded(planned, contexts, store, dist_ctx)
+        dist_ctx.barrier()
+        if not dist_ctx.is_main:
+            return []
     env = environment(device)
+    if dist_ctx.distributed:
+        env["world_size"] = dist_ctx.world_size
     written = []
-    for p in planned:
-        dataset = DatasetSpec.parse(cfg.dataset or p.spec.dataset)
-        ctx = EvalContext(model=model, store=store, dataset=dataset, seed=cfg.seed)
-        log.info("task %s on %s with %s", p.spec.name, dataset, model.model_id)
+    for p, ctx, encoded_in in zip(planned, contexts, encode_s, strict=True):
+        log.info("task %s on %s with %s", p.spec.name, ctx.dataset, model.model_id)
         start = time.perf_counter()
         values = PROTOCOLS.get(p.spec.protocol)().run(p.config, ctx)
-        wall = time.perf_counter() - start
+        wall = encoded_in + time.perf_counter() - start
         n_seeds = max(len(v) for v in values.values())
         fingerprint = ctx.open("test", n=getattr(p.config, "n_test", None)).fingerprint()
         record = ResultRecord(
@@ -252,7 +297,7 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
             model_id=model.model_id,
             checkpoint=model.spec,
             checkpoint_sha256=model.sha256,
-            dataset=str(dataset),
+            dataset=str(ctx.dataset),
             dataset_fingerprint=fingerprint,
             metrics={k: summarise(v) for k, v in values.items()},
             primary_metric=p.spec.primary_metric,
@@ -267,3 +312,30 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
         )
         written.append((record, write_result(record, cfg.results_dir)))
     return written
+
+
+def _encode_sharded(
+    planned: list[PlannedTask],
+    contexts: list[EvalContext],
+    store: FeatureStore,
+    dist_ctx: distributed.DistContext,
+) -> list[float]:
+    """Encode every task's listed image sets sharded over the processes (a collective call).
+
+    Returns:
+        Seconds spent encoding per task (added to its wall time).
+    """
+    seconds = [0.0] * len(planned)
+    for i, (p, ctx) in enumerate(zip(planned, contexts, strict=True)):
+        requests = PROTOCOLS.get(p.spec.protocol)().feature_requests(p.config, ctx)
+        if requests is None:
+            if dist_ctx.is_main:
+                log.warning(
+                    "task %s does not list its images beforehand; it runs on rank 0 alone",
+                    p.spec.name,
+                )
+            continue
+        start = time.perf_counter()
+        prefetch(store, requests, dist_ctx)
+        seconds[i] = time.perf_counter() - start
+    return seconds
