@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -15,7 +15,12 @@ from rich.text import Text
 
 from eqbench.allocator import keep_freed_memory
 from eqbench.errors import EqbenchError
+from eqbench.train.cli import submit_options
 from eqbench.zoo import FORMAT_NAMES
+
+if TYPE_CHECKING:
+    from eqbench.evaluate import EvalConfig
+    from eqbench.train.launch import SlurmOptions
 
 console = Console()
 err_console = Console(stderr=True)
@@ -144,6 +149,7 @@ def ls_command(what: str) -> None:
     help="Override a task option (repeatable), e.g. --set n_train=2000.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@submit_options
 def eval_command(
     tasks: str,
     checkpoint: str,
@@ -156,8 +162,23 @@ def eval_command(
     no_cache: bool,
     sets: tuple[str, ...],
     quiet: bool,
+    submit_to: SlurmOptions | None,
 ) -> None:
-    """Evaluate a checkpoint on tasks; writes one result JSON per task under --results-dir."""
+    """Evaluate a checkpoint on tasks; writes one result JSON per task under --results-dir.
+
+    Launched by torchrun (or with --submit), the processes share the images to encode (each
+    one encoded once, in the batches one process would make, so the metrics are bit-identical
+    to one process's with the same --batch-size); rank 0 fits the probes and writes the
+    results.
+
+    \b
+    Examples:
+      eqbench eval -t synthetic -c runs/tir/checkpoint.pt
+      torchrun --nproc_per_node=8 -m eqbench.cli eval -t classification/knn \\
+          -c runs/tir/checkpoint.pt -d imagefolder:/data/imagenet
+      eqbench eval -t core -c runs/tir/checkpoint.pt --submit slurm --nodes 2 \\
+          --gpus-per-node 8 --partition gpu
+    """
     from eqbench.config import parse_overrides
     from eqbench.evaluate import EvalConfig, evaluate
     from eqbench.features.store import default_cache_dir
@@ -177,6 +198,9 @@ def eval_command(
         show_progress=not quiet,
         on_skip=report_skip if main_process else lambda task, reason: None,
     )
+    if submit_to is not None:
+        submit_eval(cfg, submit_to)
+        return
     table = Table("task", "dataset", "metric", "value", "time", title=f"{checkpoint}")
     from eqbench.results.leaderboard import format_cell
 
@@ -197,6 +221,20 @@ def eval_command(
         )
     console.print(table)
     console.print(f"Results written under [bold]{results_dir}[/]. Run `eqbench leaderboard`.")
+
+
+def submit_eval(cfg: EvalConfig, options: SlurmOptions) -> None:
+    """``eqbench eval --submit``: submit the evaluation; with the local cluster, wait for it."""
+    from eqbench.eval_launch import slurm_folder, submit_evaluate
+
+    job = submit_evaluate(cfg, options)
+    console.print(f"Submitted job {job.job_id}; logs in {slurm_folder(cfg, options)}.")
+    if options.cluster == "slurm":
+        return
+    written = job.results()[0]  # rank 0's result files; raises if a task failed
+    for path in written:
+        console.print(f"Wrote {path}", soft_wrap=True)
+    console.print(f"Results written under [bold]{cfg.results_dir}[/]. Run `eqbench leaderboard`.")
 
 
 def report_skip(task: str, reason: str) -> None:
