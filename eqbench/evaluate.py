@@ -208,9 +208,10 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
     Launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` set; :mod:`eqbench.train.distributed`)
     every process loads the model on its own device, the image sets of every task that lists
     them (:meth:`~eqbench.protocols.base.Protocol.feature_requests`) are encoded sharded over the
-    processes (:mod:`eqbench.features.sharding`), and the processes meet at a barrier; then the
-    other ranks return ``[]`` while rank 0 fits the probes and writes the results, so a probe
-    that takes hours keeps no collective waiting. The metrics are bit-identical to a single
+    processes (:mod:`eqbench.features.sharding`), and the processes meet at a barrier and close
+    the process group; then the other ranks return ``[]`` while rank 0 fits the probes, runs the
+    tasks that list no image sets (dense ones) alone and writes the results, so a probe that
+    takes hours keeps no collective waiting. The metrics are bit-identical to a single
     process's with the same ``batch_size``.
 
     Returns:
@@ -277,6 +278,9 @@ def _run_tasks(
     if dist_ctx.distributed:
         encode_s = _encode_sharded(planned, contexts, store, dist_ctx)
         dist_ctx.barrier()
+        # no collective from here on: rank 0 alone fits probes (or runs a dense task's own
+        # training), however long it takes, and no library sees a live process group
+        distributed.teardown(dist_ctx)
         if not dist_ctx.is_main:
             return []
     env = environment(device)
