@@ -141,7 +141,8 @@ def ls_command(what: str) -> None:
     "sets",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a task option (repeatable), e.g. --set n_train=2000.",
+    help="Override a task option (repeatable), e.g. --set n_train=2000; dotted keys reach "
+    "into mapping options, as in pretrain: --set options.degrees=[-10,10].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_command(

@@ -15,7 +15,7 @@ from typing import Any
 from eqbench.backbones import Encoder
 from eqbench.backbones.input_size import size_multiple, snap_size
 from eqbench.checkpoints import LoadedModel, load_model
-from eqbench.config import from_dict, to_dict
+from eqbench.config import apply_overrides, from_dict, to_dict
 from eqbench.data.base import DATASETS, DatasetSpec
 from eqbench.device import resolve_device
 from eqbench.errors import CheckpointError, ConfigError
@@ -126,9 +126,11 @@ def plan(cfg: EvalConfig) -> list[PlannedTask]:
     for spec in specs:
         protocol = PROTOCOLS.get(spec.protocol)
         fields = {f.name for f in dataclasses.fields(protocol.Config)}
-        applied = {k: v for k, v in cfg.overrides.items() if k in fields}
+        # dotted keys reach into mapping options, as for pretraining (--set options.degrees=...)
+        applied = {k: v for k, v in cfg.overrides.items() if k.partition(".")[0] in fields}
         used.update(applied)
-        config: Any = from_dict(protocol.Config, {**spec.config, **applied}, f"task {spec.name}")
+        merged = apply_overrides(spec.config, applied)
+        config: Any = from_dict(protocol.Config, merged, f"task {spec.name}")
         _check_counts(config, f"task {spec.name}")
         if spec.primary_metric not in protocol.metrics:
             raise ConfigError(
@@ -141,7 +143,8 @@ def plan(cfg: EvalConfig) -> list[PlannedTask]:
         key = sorted(unused)[0]
         known = sorted({f.name for p in planned for f in dataclasses.fields(p.config)})
         raise ConfigError(
-            f"--set {key}=... matches no option of the selected tasks.{did_you_mean(key, known)}"
+            f"--set {key}=... matches no option of the selected tasks."
+            f"{did_you_mean(key.partition('.')[0], known)}"
         )
     if cfg.dataset is not None:
         DATASETS.get(DatasetSpec.parse(cfg.dataset).name)
