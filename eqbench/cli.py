@@ -177,6 +177,7 @@ def eval_command(
         on_skip=lambda task, reason: console.print(f"[yellow]Skipped {task}[/]: {reason}"),
     )
     table = Table("task", "dataset", "metric", "value", "time", title=f"{checkpoint}")
+    from eqbench.protocols.base import metric_unit
     from eqbench.results.leaderboard import format_cell
 
     results = evaluate(cfg)
@@ -189,7 +190,7 @@ def eval_command(
             record.task,
             record.dataset,
             record.primary_metric,
-            format_cell(m["mean"], m["std"], record.primary_metric),
+            format_cell(m["mean"], m["std"], metric_unit(record.protocol, record.primary_metric)),
             f"{record.wall_time_s:.1f}s",
         )
     console.print(table)

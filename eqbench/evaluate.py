@@ -137,6 +137,12 @@ def plan(cfg: EvalConfig) -> list[PlannedTask]:
                 f"Task '{spec.name}' names primary metric '{spec.primary_metric}', which protocol "
                 f"'{spec.protocol}' does not report ({', '.join(protocol.metrics)})."
             )
+        if (spec.primary_metric in protocol.lower_is_better) == spec.higher_is_better:
+            raise ConfigError(
+                f"Task '{spec.name}' says higher_is_better: {str(spec.higher_is_better).lower()}, "
+                f"but protocol '{spec.protocol}' declares '{spec.primary_metric}' "
+                f"{'lower' if spec.higher_is_better else 'higher'}-is-better; fix the task file."
+            )
         planned.append(PlannedTask(spec, config, applied))
     unused = set(cfg.overrides) - used
     if unused:

@@ -137,8 +137,8 @@ def test_sampled_corners_stay_inside() -> None:
 
 
 def test_leaderboard_formats_dense_metrics() -> None:
-    assert format_cell(0.4567, 0.0, "miou") == "45.7"
-    assert format_cell(3.25, 0.0, "mce") == "3.250"
+    assert format_cell(0.4567, 0.0, "percent") == "45.7"
+    assert format_cell(3.25, 0.0, "px") == "3.250"
 
 
 def test_eval_dense_tasks_cli_to_leaderboard(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ dinov2's ``log_regression.py``). Nothing is ever selected on the test split.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -144,6 +144,7 @@ class Knn(Protocol):
 
     Config = KnnConfig
     metrics = ("top1_k10", "top1_k20", "top1_k100", "top1_k200", "top5_k20")
+    units = dict.fromkeys(metrics, "percent")
 
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
         cfg: KnnConfig = config
@@ -178,6 +179,9 @@ class Linear(Protocol):
 
     Config = LinearConfig
     metrics = ("top1", "top5", "val_top1", "best_c")
+    units: ClassVar[dict[str, str]] = dict(
+        top1="percent", top5="percent", val_top1="percent", best_c="value"
+    )
 
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
         cfg: LinearConfig = config

@@ -38,6 +38,7 @@ class Invariance(Protocol):
 
     Config = InvarianceConfig
     metrics = ("invariance", "cos_pair", "cos_unrelated")
+    units = dict.fromkeys(metrics, "score")
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: InvarianceConfig = config
