@@ -29,7 +29,7 @@ features need not fit on it. Peak memory there is about ``n_test × d`` (the que
 ``n_test × k × 12 B`` (the running top-``k``) + ``shard × d`` + about ``10 B`` per block element.
 With the defaults (``shard_size=None``: one shard while a block stays under
 :data:`MAX_BLOCK_ELEMENTS`) ImageNet's 50 000 queries × 1.28 M train features at ``k = 200`` take
-about 77 MB + 120 MB + 1 GB of blocks besides the train features.
+about 77 MB + 120 MB + 0.7 GB (the block and its temporaries) besides the train features.
 
 Identity with the one-block computation assumes the matrix product returns the same dot product for
 a pair of features whichever block it is computed in. MKL does for blocks of a hundred rows or more;
