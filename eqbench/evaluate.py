@@ -262,6 +262,7 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
             config=to_dict(p.config),
             overrides=p.overrides,
             adjustments={**p.adjustments, **ctx.adjustments},
+            weights=model.info.get("weights"),
             environment=env,
             wall_time_s=round(wall, 3),
         )
