@@ -115,8 +115,11 @@ def ls_command(what: str) -> None:
     "--checkpoint",
     "-c",
     required=True,
-    help="PATH to an eqbench checkpoint, timm:NAME[:WEIGHTS], baseline:pixels or "
-    "baseline:random:ARCH.",
+    help="PATH to an eqbench checkpoint; timm:NAME (random init, recorded as such); "
+    "timm:NAME.TAG (timm's pretrained weights, e.g. timm:vit_small_patch16_224.dino) or "
+    "hf-hub:ORG/NAME, both read from the local Hugging Face cache (HF_HUB_CACHE), never "
+    "downloaded; timm:NAME:WEIGHTS (a local file); baseline:pixels; baseline:random:ARCH; "
+    "zoo:ID.",
 )
 @click.option("--dataset", "-d", default=None, help="NAME or NAME:PATH (default: each task's own).")
 @click.option(

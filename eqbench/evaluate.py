@@ -270,7 +270,8 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
             probe_seeds=[cfg.seed + i for i in range(n_seeds)],
             config=to_dict(p.config),
             overrides=p.overrides,
-            adjustments=p.adjustments,
+            adjustments={**p.adjustments, **ctx.adjustments},
+            weights=model.info.get("weights"),
             environment=env,
             wall_time_s=round(wall, 3),
         )

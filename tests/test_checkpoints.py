@@ -322,7 +322,7 @@ def test_timm_random_init_is_seeded() -> None:
     a = load_model("timm:vit_tiny_patch16_224", img_size=32)
     b = load_model("timm:vit_tiny_patch16_224", img_size=32)
     assert a.model_id == "timm:vit_tiny_patch16_224" and a.sha256 == b.sha256
-    assert a.info["weights"] is None
+    assert a.info["weights"] == "random init (seed 0)"
     with pytest.raises(CheckpointError, match="not a timm model"):
         load_model("timm:pixels", img_size=32)
     with pytest.raises(CheckpointError, match="Did you mean"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,12 +30,15 @@ class EvalContext:
         dataset: the dataset spec to use (the task's default unless overridden).
         seed: data seed (which crops, which transformation parameters); probes use
             ``seed, seed + 1, ...``.
+        adjustments: what the protocol changed while running, e.g. ``{"ks": {"requested": [..],
+            "used": [..], "reason": ...}}``; recorded in the result beside the planned ones.
     """
 
     model: LoadedModel
     store: FeatureStore
     dataset: DatasetSpec
     seed: int
+    adjustments: dict[str, Any] = field(default_factory=dict)
 
     def open(self, split: str, n: int | None = None) -> ImageDataset:
         """Open a split of the context's dataset."""
