@@ -29,3 +29,13 @@ fi
 .venv/bin/mypy
 .venv/bin/eqbench leaderboard --results-dir results --check
 .venv/bin/python -m pytest -n 2 "$@"
+# The checkpoint-header safety tests again under the oldest timm pyproject.toml allows (timm opens
+# files itself; our header allowlist must stop them reaching it whatever timm's version).
+if [ $# -eq 0 ]; then
+  oldest=$(sed -n 's/.*"timm>=\([0-9.]*\),.*/\1/p' pyproject.toml)
+  target="${XDG_CACHE_HOME:-$HOME/.cache}/eqbench/timm-$oldest"
+  [ -f "$target/timm/__init__.py" ] \
+    || .venv/bin/python -m pip install --quiet --no-deps --target "$target" "timm==$oldest"
+  EQBENCH_EXPECT_TIMM="$oldest" PYTHONPATH="$target" \
+    .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_robustness.py -k header
+fi
