@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ from rich.text import Text
 
 from eqbench.allocator import keep_freed_memory
 from eqbench.errors import EqbenchError
-from eqbench.zoo import FORMAT_NAMES
 
 console = Console()
 err_console = Console(stderr=True)
@@ -54,6 +54,25 @@ def os_error_message(exc: OSError) -> str:
     )
 
 
+class LazyHelpOption(click.Option):
+    """An option whose help is computed from the registries when ``--help`` is shown, so the
+    command line starts without importing them."""
+
+    def __init__(self, *args: Any, help_fn: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help_fn = help_fn
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self.help_fn()
+        return super().get_help_record(ctx)
+
+
+def _checkpoint_help() -> str:
+    from eqbench.models import describe
+
+    return "The model: " + describe()
+
+
 @click.group(cls=EqbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="eqbench")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
@@ -85,6 +104,8 @@ LS_WHAT = [
     "transforms",
     "protocols",
     "methods",
+    "schemes",
+    "formats",
     "zoo",
 ]
 
@@ -92,8 +113,8 @@ LS_WHAT = [
 @main.command("ls")
 @click.argument("what", type=click.Choice(LS_WHAT))
 def ls_command(what: str) -> None:
-    """List tasks, groups, datasets, backbones, transforms, protocols, pretraining methods or
-    model-zoo cards."""
+    """List tasks, groups, datasets, backbones, transforms, protocols, pretraining methods,
+    model-spec schemes, checkpoint formats or model-zoo cards."""
     from eqbench import catalogue
 
     rows, headers = catalogue.listing(what)
@@ -115,11 +136,8 @@ def ls_command(what: str) -> None:
     "--checkpoint",
     "-c",
     required=True,
-    help="PATH to an eqbench checkpoint; timm:NAME (random init, recorded as such); "
-    "timm:NAME.TAG (timm's pretrained weights, e.g. timm:vit_small_patch16_224.dino) or "
-    "hf-hub:ORG/NAME, both read from the local Hugging Face cache (HF_HUB_CACHE), never "
-    "downloaded; timm:NAME:WEIGHTS (a local file); baseline:pixels; baseline:random:ARCH; "
-    "zoo:ID.",
+    cls=LazyHelpOption,
+    help_fn=_checkpoint_help,
 )
 @click.option("--dataset", "-d", default=None, help="NAME or NAME:PATH (default: each task's own).")
 @click.option(
@@ -396,7 +414,10 @@ def tables_command(paper: str, number: str, fmt: str, results_dir: Path) -> None
 
 
 # ------------------------------------------------------------------------------------ submit / zoo
-FORMAT_CHOICES = ["auto", *FORMAT_NAMES]
+def _format_help() -> str:
+    from eqbench.checkpoints.formats import FORMAT_NAMES
+
+    return f"The checkpoint's format: auto (detected from its keys), {', '.join(FORMAT_NAMES)}."
 
 
 @main.command("submit")
@@ -405,10 +426,10 @@ FORMAT_CHOICES = ["auto", *FORMAT_NAMES]
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(FORMAT_CHOICES),
+    cls=LazyHelpOption,
+    help_fn=_format_help,
     default="auto",
     show_default=True,
-    help="The checkpoint's format (auto detects it from its keys).",
 )
 @click.option("--arch", default=None, help="Backbone as a timm name (not for eqbench files).")
 @click.option("--source", default="", help="Where the weights come from (URL, paper).")
@@ -459,9 +480,12 @@ def submit_command(
           --id dino-vits16 --source https://github.com/facebookresearch/dino --suite core
       eqbench submit runs/tir/checkpoint.pt --id tir-demo
     """
+    from eqbench.checkpoints.formats import FORMAT_NAMES, FORMATS
     from eqbench.config import parse_overrides
     from eqbench.zoo.submit import submit
 
+    if fmt not in ("auto", *FORMAT_NAMES):
+        FORMATS.get(fmt)  # an unknown format: did-you-mean and the list, before any work
     done = submit(
         checkpoint,
         card_id=card_id,

@@ -14,12 +14,13 @@ from typing import Any
 
 from eqbench.backbones import Encoder
 from eqbench.backbones.input_size import size_multiple, snap_size
-from eqbench.checkpoints import LoadedModel, load_model
+from eqbench.checkpoints import LoadedModel
 from eqbench.config import apply_overrides, from_dict, to_dict
 from eqbench.data.base import DATASETS, DatasetSpec
 from eqbench.device import resolve_device
 from eqbench.errors import CheckpointError, ConfigError
 from eqbench.features.store import FeatureStore, default_cache_dir
+from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.provenance import environment
 from eqbench.registry import did_you_mean

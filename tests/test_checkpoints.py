@@ -19,13 +19,13 @@ from timm.layers import resample_abs_pos_embed
 from eqbench.backbones import Encoder, create_encoder
 from eqbench.checkpoints import (
     LoadedModel,
-    load_model,
     load_state_file,
     save_checkpoint,
     sha256_file,
     sha256_state_dict,
 )
 from eqbench.errors import CheckpointError
+from eqbench.models import load_model
 
 CONFIG = {"epochs": 2, "lr": 0.001, "transforms": ["rotation", "crop"]}
 

@@ -15,10 +15,10 @@ import torch
 from click.testing import CliRunner
 from timm.models import save_for_hf
 
-from eqbench.checkpoints import load_model
 from eqbench.checkpoints.spec import sha256_file
 from eqbench.cli import main
 from eqbench.errors import CheckpointError
+from eqbench.models import load_model
 
 TAGGED = "test_vit.r160_in1k"  # a tiny timm model whose tag timm keeps at timm/test_vit.r160_in1k
 

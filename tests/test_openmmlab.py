@@ -30,12 +30,12 @@ from pycocotools import mask as mask_utils  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
-from eqbench.checkpoints import load_model  # noqa: E402
 from eqbench.data.base import DatasetSpec  # noqa: E402
 from eqbench.data.export import ExportConfig, export_shapes  # noqa: E402
 from eqbench.data.shapes import CLASSES  # noqa: E402
 from eqbench.eval.segmentation import confusion_matrix, segmentation_scores  # noqa: E402
 from eqbench.evaluate import EvalConfig, evaluate  # noqa: E402
+from eqbench.models import load_model  # noqa: E402
 from eqbench.openmmlab.backbone import (  # noqa: E402
     EqbenchBackbone,
     SimpleFeaturePyramid,

@@ -64,7 +64,7 @@ def test_header_checkpoint_path_never_opened(tmp_path: Path) -> None:
     fifo = tmp_path / "payload.pt"
     os.mkfifo(fifo)
     ckpt = micro_checkpoint(tmp_path / "crafted.pt", kwargs={"checkpoint_path": str(fifo)})
-    from eqbench.checkpoints import load_model
+    from eqbench.models import load_model
 
     outcome: dict[str, BaseException] = {}
 
@@ -110,7 +110,7 @@ def test_header_pickle_with_reduce_never_runs(key: str, tmp_path: Path) -> None:
     torch.save({"model": _Payload(marker)}, payload)
     value: object = str(payload) if key == "checkpoint_path" else {"file": str(payload)}
     ckpt = micro_checkpoint(tmp_path / "crafted.pt", kwargs={key: value})
-    from eqbench.checkpoints import load_model
+    from eqbench.models import load_model
 
     with pytest.raises(CheckpointError, match="is not an architecture option"):
         load_model(str(ckpt), img_size=32)

@@ -1,5 +1,7 @@
-"""Model specs: one string names every model eqbench can evaluate.
+"""Model specs: the loaders of paths and of the ``timm:``, ``hf-hub:`` and ``baseline:`` schemes.
 
+One string names every model eqbench can evaluate (:func:`eqbench.models.load_model`; the
+schemes are registered here and in :mod:`eqbench.zoo.load`, :mod:`eqbench.checkpoints.schemes`).
 Accepted forms:
 
 * ``path/to/checkpoint.pt`` (or ``.pth``, ``.ckpt``, ``.safetensors``): an eqbench checkpoint;
@@ -36,16 +38,11 @@ from eqbench.backbones.input_size import size_multiple, snap_size
 from eqbench.checkpoints.eqbench_format import check_state_dict, load_eqbench_checkpoint
 from eqbench.checkpoints.hub_cache import hf_hub_weights, timm_tag_weights
 from eqbench.checkpoints.safe_load import load_state_file
+from eqbench.checkpoints.schemes import accepted_forms, scheme
 from eqbench.errors import CheckpointError, EqbenchError
 
 logger = logging.getLogger(__name__)
 
-ACCEPTED_FORMS = (
-    "a path to an eqbench checkpoint (.pt/.pth/.ckpt/.safetensors), 'timm:<name>' (random init), "
-    "'timm:<name>.<tag>' or 'hf-hub:<org>/<name>' (pretrained, from the local Hugging Face "
-    "cache), 'timm:<name>:<weights.pth|.safetensors>', 'baseline:pixels[:<grid>]', "
-    "'baseline:random:<arch>' or 'zoo:<id>'"
-)
 #: Seed of every random initialisation done here.
 RANDOM_INIT_SEED = 0
 #: What ``info["weights"]`` (and the result's ``weights``) says of randomly initialised models.
@@ -264,10 +261,18 @@ def _load_weights_file(encoder: TimmEncoder, path: Path, name: str, spec: str) -
     return {"dropped_keys": dropped, **notes}
 
 
-def _load_timm(spec: str, rest: str, img_size: int) -> LoadedModel:
+@scheme(
+    "timm",
+    forms=("timm:<name>", "timm:<name>.<tag>", "timm:<name>:<weights.pth|.safetensors>"),
+    help="a timm architecture: random init (seed 0, recorded as such); with .TAG timm's "
+    "pretrained weights (e.g. timm:vit_small_patch16_224.dino) from the local Hugging Face cache "
+    "(HF_HUB_CACHE), never downloaded; with :WEIGHTS a local file",
+)
+def load_timm(spec: str, rest: str, img_size: int) -> LoadedModel:
+    """``timm:NAME``, ``timm:NAME.TAG`` and ``timm:NAME:WEIGHTS``."""
     name, _, weights = rest.partition(":")
     if not name:
-        raise CheckpointError(f"Model spec '{spec}' names no timm model. Use {ACCEPTED_FORMS}.")
+        raise CheckpointError(f"Model spec '{spec}' names no timm model. Use {accepted_forms()}.")
     model_id = f"timm:{name}"
     tagged = "." in name and not weights
     hub = timm_tag_weights(name, spec) if tagged else None  # before building: fail fast
@@ -288,7 +293,13 @@ def _load_timm(spec: str, rest: str, img_size: int) -> LoadedModel:
     return LoadedModel(model_id, sha256_file(path), encoder, spec, info)
 
 
-def _load_hf_hub(spec: str, hub_id: str, img_size: int) -> LoadedModel:
+@scheme(
+    "hf-hub",
+    forms=("hf-hub:<org>/<name>",),
+    help="a timm model on the Hugging Face hub (its config.json and weights), from the local "
+    "cache only",
+)
+def load_hf_hub(spec: str, hub_id: str, img_size: int) -> LoadedModel:
     """``hf-hub:ORG/NAME``: the architecture and weights of a timm model in the local cache."""
     if hub_id.count("/") != 1 or not all(hub_id.partition("@")[0].split("/")):
         raise CheckpointError(
@@ -311,7 +322,13 @@ def _load_hf_hub(spec: str, hub_id: str, img_size: int) -> LoadedModel:
     return LoadedModel(f"hf-hub:{hub.repo_id}", sha256_file(hub.file), encoder, spec, info)
 
 
-def _load_baseline(spec: str, rest: str, img_size: int) -> LoadedModel:
+@scheme(
+    "baseline",
+    forms=("baseline:pixels[:<grid>]", "baseline:random:<arch>"),
+    help="the raw-pixel baseline, or a randomly initialised backbone (seed 0)",
+)
+def load_baseline(spec: str, rest: str, img_size: int) -> LoadedModel:
+    """``baseline:pixels[:GRID]`` and ``baseline:random:ARCH``."""
     kind, _, arg = rest.partition(":")
     if kind == "pixels":
         try:
@@ -341,35 +358,15 @@ def _load_baseline(spec: str, rest: str, img_size: int) -> LoadedModel:
     )
 
 
-def load_model(spec: str, *, img_size: int) -> LoadedModel:
-    """Load the model a spec names (see the module docstring for the forms).
-
-    Args:
-        spec: the model spec.
-        img_size: image size the backbone is built for; eqbench checkpoints keep the size they
-            were saved with (ViTs run at any size).
-
-    Returns:
-        The :class:`LoadedModel`, encoder in eval mode on the CPU.
-
-    Raises:
-        CheckpointError: unknown scheme, missing path, unreadable or mismatched weights.
-    """
-    scheme, sep, rest = spec.partition(":")
-    if sep and scheme == "zoo":
-        from eqbench.zoo.load import load_zoo
-
-        return load_zoo(spec, rest, img_size)
-    if sep and scheme == "timm":
-        return _load_timm(spec, rest, img_size)
-    if sep and scheme == "hf-hub":
-        return _load_hf_hub(spec, rest, img_size)
-    if sep and scheme == "baseline":
-        return _load_baseline(spec, rest, img_size)
+def load_path(spec: str, img_size: int) -> LoadedModel:
+    """A spec with no registered scheme: the path of an eqbench checkpoint (it keeps the size it
+    was saved with; ``img_size`` is unused)."""
+    del img_size
     path = Path(spec).expanduser()
+    scheme_name, sep, _ = spec.partition(":")
     if not path.exists():
-        what = f"unknown model scheme '{scheme}:'" if sep else "no such file"
-        raise CheckpointError(f"Cannot load model '{spec}' ({what}). Use {ACCEPTED_FORMS}.")
+        what = f"unknown model scheme '{scheme_name}:'" if sep else "no such file"
+        raise CheckpointError(f"Cannot load model '{spec}' ({what}). Use {accepted_forms()}.")
     encoder, info = load_eqbench_checkpoint(path)
     info["path"] = str(path)
     model_id = str(info.get("name") or path.stem)
