@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,6 @@ from rich.text import Text
 from eqbench.allocator import keep_freed_memory
 from eqbench.errors import EqbenchError
 from eqbench.train.cli import submit_options
-from eqbench.zoo import FORMAT_NAMES
 
 if TYPE_CHECKING:
     from eqbench.evaluate import EvalConfig
@@ -59,6 +59,25 @@ def os_error_message(exc: OSError) -> str:
     )
 
 
+class LazyHelpOption(click.Option):
+    """An option whose help is computed from the registries when ``--help`` is shown, so the
+    command line starts without importing them."""
+
+    def __init__(self, *args: Any, help_fn: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help_fn = help_fn
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self.help_fn()
+        return super().get_help_record(ctx)
+
+
+def _checkpoint_help() -> str:
+    from eqbench.models import describe
+
+    return "The model: " + describe()
+
+
 @click.group(cls=EqbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="eqbench")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
@@ -90,6 +109,8 @@ LS_WHAT = [
     "transforms",
     "protocols",
     "methods",
+    "schemes",
+    "formats",
     "zoo",
 ]
 
@@ -97,8 +118,8 @@ LS_WHAT = [
 @main.command("ls")
 @click.argument("what", type=click.Choice(LS_WHAT))
 def ls_command(what: str) -> None:
-    """List tasks, groups, datasets, backbones, transforms, protocols, pretraining methods or
-    model-zoo cards."""
+    """List tasks, groups, datasets, backbones, transforms, protocols, pretraining methods,
+    model-spec schemes, checkpoint formats or model-zoo cards."""
     from eqbench import catalogue
 
     rows, headers = catalogue.listing(what)
@@ -120,8 +141,8 @@ def ls_command(what: str) -> None:
     "--checkpoint",
     "-c",
     required=True,
-    help="PATH to an eqbench checkpoint, timm:NAME[:WEIGHTS], baseline:pixels or "
-    "baseline:random:ARCH.",
+    cls=LazyHelpOption,
+    help_fn=_checkpoint_help,
 )
 @click.option("--dataset", "-d", default=None, help="NAME or NAME:PATH (default: each task's own).")
 @click.option(
@@ -146,7 +167,8 @@ def ls_command(what: str) -> None:
     "sets",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a task option (repeatable), e.g. --set n_train=2000.",
+    help="Override a task option (repeatable), e.g. --set n_train=2000; dotted keys reach "
+    "into mapping options, as in pretrain: --set options.degrees=[-10,10].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @submit_options
@@ -202,6 +224,7 @@ def eval_command(
         submit_eval(cfg, submit_to)
         return
     table = Table("task", "dataset", "metric", "value", "time", title=f"{checkpoint}")
+    from eqbench.protocols.base import metric_unit
     from eqbench.results.leaderboard import format_cell
 
     results = evaluate(cfg)
@@ -216,7 +239,7 @@ def eval_command(
             record.task,
             record.dataset,
             record.primary_metric,
-            format_cell(m["mean"], m["std"], record.primary_metric),
+            format_cell(m["mean"], m["std"], metric_unit(record.protocol, record.primary_metric)),
             f"{record.wall_time_s:.1f}s",
         )
     console.print(table)
@@ -438,7 +461,10 @@ def tables_command(paper: str, number: str, fmt: str, results_dir: Path) -> None
 
 
 # ------------------------------------------------------------------------------------ submit / zoo
-FORMAT_CHOICES = ["auto", *FORMAT_NAMES]
+def _format_help() -> str:
+    from eqbench.checkpoints.formats import FORMAT_NAMES
+
+    return f"The checkpoint's format: auto (detected from its keys), {', '.join(FORMAT_NAMES)}."
 
 
 @main.command("submit")
@@ -447,10 +473,10 @@ FORMAT_CHOICES = ["auto", *FORMAT_NAMES]
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(FORMAT_CHOICES),
+    cls=LazyHelpOption,
+    help_fn=_format_help,
     default="auto",
     show_default=True,
-    help="The checkpoint's format (auto detects it from its keys).",
 )
 @click.option("--arch", default=None, help="Backbone as a timm name (not for eqbench files).")
 @click.option("--source", default="", help="Where the weights come from (URL, paper).")
@@ -501,9 +527,12 @@ def submit_command(
           --id dino-vits16 --source https://github.com/facebookresearch/dino --suite core
       eqbench submit runs/tir/checkpoint.pt --id tir-demo
     """
+    from eqbench.checkpoints.formats import FORMAT_NAMES, FORMATS
     from eqbench.config import parse_overrides
     from eqbench.zoo.submit import submit
 
+    if fmt not in ("auto", *FORMAT_NAMES):
+        FORMATS.get(fmt)  # an unknown format: did-you-mean and the list, before any work
     done = submit(
         checkpoint,
         card_id=card_id,

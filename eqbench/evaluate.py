@@ -14,12 +14,13 @@ from typing import Any
 
 from eqbench.backbones import Encoder
 from eqbench.backbones.input_size import size_multiple, snap_size
-from eqbench.checkpoints import LoadedModel, load_model
-from eqbench.config import from_dict, to_dict
+from eqbench.checkpoints import LoadedModel
+from eqbench.config import apply_overrides, from_dict, to_dict
 from eqbench.data.base import DATASETS, DatasetSpec
 from eqbench.errors import CheckpointError, ConfigError
 from eqbench.features.sharding import prefetch
 from eqbench.features.store import FeatureStore, default_cache_dir
+from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.provenance import environment
 from eqbench.registry import did_you_mean
@@ -127,14 +128,22 @@ def plan(cfg: EvalConfig) -> list[PlannedTask]:
     for spec in specs:
         protocol = PROTOCOLS.get(spec.protocol)
         fields = {f.name for f in dataclasses.fields(protocol.Config)}
-        applied = {k: v for k, v in cfg.overrides.items() if k in fields}
+        # dotted keys reach into mapping options, as for pretraining (--set options.degrees=...)
+        applied = {k: v for k, v in cfg.overrides.items() if k.partition(".")[0] in fields}
         used.update(applied)
-        config: Any = from_dict(protocol.Config, {**spec.config, **applied}, f"task {spec.name}")
+        merged = apply_overrides(spec.config, applied)
+        config: Any = from_dict(protocol.Config, merged, f"task {spec.name}")
         _check_counts(config, f"task {spec.name}")
         if spec.primary_metric not in protocol.metrics:
             raise ConfigError(
                 f"Task '{spec.name}' names primary metric '{spec.primary_metric}', which protocol "
                 f"'{spec.protocol}' does not report ({', '.join(protocol.metrics)})."
+            )
+        if (spec.primary_metric in protocol.lower_is_better) == spec.higher_is_better:
+            raise ConfigError(
+                f"Task '{spec.name}' says higher_is_better: {str(spec.higher_is_better).lower()}, "
+                f"but protocol '{spec.protocol}' declares '{spec.primary_metric}' "
+                f"{'lower' if spec.higher_is_better else 'higher'}-is-better; fix the task file."
             )
         planned.append(PlannedTask(spec, config, applied))
     unused = set(cfg.overrides) - used
@@ -142,7 +151,8 @@ def plan(cfg: EvalConfig) -> list[PlannedTask]:
         key = sorted(unused)[0]
         known = sorted({f.name for p in planned for f in dataclasses.fields(p.config)})
         raise ConfigError(
-            f"--set {key}=... matches no option of the selected tasks.{did_you_mean(key, known)}"
+            f"--set {key}=... matches no option of the selected tasks."
+            f"{did_you_mean(key.partition('.')[0], known)}"
         )
     if cfg.dataset is not None:
         DATASETS.get(DatasetSpec.parse(cfg.dataset).name)
@@ -310,7 +320,8 @@ def _run_tasks(
             probe_seeds=[cfg.seed + i for i in range(n_seeds)],
             config=to_dict(p.config),
             overrides=p.overrides,
-            adjustments=p.adjustments,
+            adjustments={**p.adjustments, **ctx.adjustments},
+            weights=model.info.get("weights"),
             environment=env,
             wall_time_s=round(wall, 3),
         )

@@ -8,19 +8,22 @@ dinov2's ``log_regression.py``). Nothing is ever selected on the test split.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from eqbench.backbones.base import FEATURE_KINDS
 from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
 from eqbench.errors import ConfigError, DatasetError
-from eqbench.eval.knn import knn_classify
+from eqbench.eval.knn import effective_ks, knn_classify
 from eqbench.eval.linear import logistic_regression_probe
 from eqbench.features.store import FeatureRequest, select_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 from eqbench.protocols.views import view_batches, view_key
+
+logger = logging.getLogger(__name__)
 
 FEATURES = ("auto", *FEATURE_KINDS)
 
@@ -156,10 +159,16 @@ def labelled_splits(
 
 @PROTOCOLS.register("knn")
 class Knn(Protocol):
-    """DINO's temperature-weighted kNN vote on L2-normalised frozen features."""
+    """DINO's temperature-weighted kNN vote on L2-normalised frozen features.
+
+    Runs on the evaluation device (``--device``), in bounded memory (:mod:`eqbench.eval.knn`).
+    A ``k`` above the number of training samples is capped, and the change is recorded in the
+    result's ``adjustments``.
+    """
 
     Config = KnnConfig
     metrics = ("top1_k10", "top1_k20", "top1_k100", "top1_k200", "top5_k20")
+    units = dict.fromkeys(metrics, "percent")
 
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
         cfg: KnnConfig = config
@@ -180,6 +189,13 @@ class Knn(Protocol):
         x_tr, y_tr, x_te, y_te, num_classes = labelled_splits(
             ctx, cfg.n_train, cfg.n_test, cfg.image_size, cfg.feature
         )
+        used = effective_ks(cfg.ks, len(y_tr))
+        if used != list(cfg.ks):
+            reason = (
+                f"k capped at the {len(y_tr)} training samples; metric names keep the requested k"
+            )
+            ctx.adjustments["ks"] = {"requested": list(cfg.ks), "used": used, "reason": reason}
+            logger.warning("task kNN: ks %s -> %s (%s)", list(cfg.ks), used, reason)
         res = knn_classify(
             x_tr,
             y_tr,
@@ -188,6 +204,7 @@ class Knn(Protocol):
             ks=tuple(cfg.ks),
             temperature=cfg.temperature,
             num_classes=num_classes,
+            device=ctx.store.device,
         )
         return {k: [float(v)] for k, v in res.items()}
 
@@ -198,6 +215,9 @@ class Linear(Protocol):
 
     Config = LinearConfig
     metrics = ("top1", "top5", "val_top1", "best_c")
+    units: ClassVar[dict[str, str]] = dict(
+        top1="percent", top5="percent", val_top1="percent", best_c="value"
+    )
 
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
         cfg: LinearConfig = config

@@ -42,6 +42,7 @@ class Invariance(Protocol):
 
     Config = InvarianceConfig
     metrics = ("invariance", "cos_pair", "cos_unrelated")
+    units = dict.fromkeys(metrics, "score")
 
     def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest]:
         cfg: InvarianceConfig = config

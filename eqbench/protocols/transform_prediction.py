@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -132,6 +132,9 @@ class TransformPrediction(Protocol):
 
     Config = TransformPredictionConfig
     metrics = ("r2_mlp", "r2_linear", "acc_mlp", "acc_linear", "chance")
+    units: ClassVar[dict[str, str]] = dict(
+        r2_mlp="r2", r2_linear="r2", acc_mlp="percent", acc_linear="percent", chance="percent"
+    )
 
     def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest]:
         cfg: TransformPredictionConfig = config
