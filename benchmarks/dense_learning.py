@@ -23,9 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from eqbench.allocator import keep_freed_memory
-from eqbench.checkpoints import load_model
 from eqbench.data.base import DatasetSpec
 from eqbench.features.store import FeatureStore
+from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.protocols.detection import MaskRcnnConfig
 from eqbench.protocols.homography import HomographyConfig

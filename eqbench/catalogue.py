@@ -59,6 +59,18 @@ def listing(what: str) -> tuple[Rows, tuple[str, ...]]:
             "paper",
             "shipped configs",
         )
+    if what == "schemes":
+        from eqbench.models import SCHEMES
+
+        return [
+            (f"{n}:", " | ".join(SCHEMES.get(n).forms), SCHEMES.get(n).help) for n in SCHEMES
+        ], ("scheme", "forms", "loads")
+    if what == "formats":
+        from eqbench.checkpoints.formats import FORMAT_NAMES, FORMATS
+
+        formats: Rows = [("eqbench", "eqbench's own checkpoints (eqbench pretrain)")]
+        formats += [(n, _doc(FORMATS.get(n))) for n in FORMAT_NAMES if n in FORMATS]
+        return formats, ("format", "description")
     if what == "zoo":
         from eqbench.errors import EqbenchError
         from eqbench.zoo.cards import card_ids, read_card

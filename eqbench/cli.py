@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -15,7 +16,11 @@ from rich.text import Text
 
 from eqbench.allocator import keep_freed_memory
 from eqbench.errors import EqbenchError
-from eqbench.zoo import FORMAT_NAMES
+from eqbench.train.cli import submit_options
+
+if TYPE_CHECKING:
+    from eqbench.evaluate import EvalConfig
+    from eqbench.train.launch import SlurmOptions
 
 console = Console()
 err_console = Console(stderr=True)
@@ -54,6 +59,25 @@ def os_error_message(exc: OSError) -> str:
     )
 
 
+class LazyHelpOption(click.Option):
+    """An option whose help is computed from the registries when ``--help`` is shown, so the
+    command line starts without importing them."""
+
+    def __init__(self, *args: Any, help_fn: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help_fn = help_fn
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self.help_fn()
+        return super().get_help_record(ctx)
+
+
+def _checkpoint_help() -> str:
+    from eqbench.models import describe
+
+    return "The model: " + describe()
+
+
 @click.group(cls=EqbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="eqbench")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
@@ -85,6 +109,8 @@ LS_WHAT = [
     "transforms",
     "protocols",
     "methods",
+    "schemes",
+    "formats",
     "zoo",
 ]
 
@@ -92,8 +118,8 @@ LS_WHAT = [
 @main.command("ls")
 @click.argument("what", type=click.Choice(LS_WHAT))
 def ls_command(what: str) -> None:
-    """List tasks, groups, datasets, backbones, transforms, protocols, pretraining methods or
-    model-zoo cards."""
+    """List tasks, groups, datasets, backbones, transforms, protocols, pretraining methods,
+    model-spec schemes, checkpoint formats or model-zoo cards."""
     from eqbench import catalogue
 
     rows, headers = catalogue.listing(what)
@@ -115,8 +141,8 @@ def ls_command(what: str) -> None:
     "--checkpoint",
     "-c",
     required=True,
-    help="PATH to an eqbench checkpoint, timm:NAME[:WEIGHTS], baseline:pixels or "
-    "baseline:random:ARCH.",
+    cls=LazyHelpOption,
+    help_fn=_checkpoint_help,
 )
 @click.option("--dataset", "-d", default=None, help="NAME or NAME:PATH (default: each task's own).")
 @click.option(
@@ -141,9 +167,11 @@ def ls_command(what: str) -> None:
     "sets",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a task option (repeatable), e.g. --set n_train=2000.",
+    help="Override a task option (repeatable), e.g. --set n_train=2000; dotted keys reach "
+    "into mapping options, as in pretrain: --set options.degrees=[-10,10].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@submit_options
 def eval_command(
     tasks: str,
     checkpoint: str,
@@ -156,12 +184,29 @@ def eval_command(
     no_cache: bool,
     sets: tuple[str, ...],
     quiet: bool,
+    submit_to: SlurmOptions | None,
 ) -> None:
-    """Evaluate a checkpoint on tasks; writes one result JSON per task under --results-dir."""
+    """Evaluate a checkpoint on tasks; writes one result JSON per task under --results-dir.
+
+    Launched by torchrun (or with --submit), the processes share the images to encode (each
+    one encoded once, in the batches one process would make, so the metrics are bit-identical
+    to one process's with the same --batch-size); rank 0 fits the probes and writes the
+    results.
+
+    \b
+    Examples:
+      eqbench eval -t synthetic -c runs/tir/checkpoint.pt
+      torchrun --nproc_per_node=8 -m eqbench.cli eval -t classification/knn \\
+          -c runs/tir/checkpoint.pt -d imagefolder:/data/imagenet
+      eqbench eval -t core -c runs/tir/checkpoint.pt --submit slurm --nodes 2 \\
+          --gpus-per-node 8 --partition gpu
+    """
     from eqbench.config import parse_overrides
     from eqbench.evaluate import EvalConfig, evaluate
     from eqbench.features.store import default_cache_dir
+    from eqbench.train.distributed import launched_rank
 
+    main_process = launched_rank() == 0
     cfg = EvalConfig(
         tasks=tasks,
         checkpoint=checkpoint,
@@ -173,12 +218,18 @@ def eval_command(
         batch_size=batch_size,
         overrides=parse_overrides(sets),
         show_progress=not quiet,
-        on_skip=lambda task, reason: console.print(f"[yellow]Skipped {task}[/]: {reason}"),
+        on_skip=report_skip if main_process else lambda task, reason: None,
     )
+    if submit_to is not None:
+        submit_eval(cfg, submit_to)
+        return
     table = Table("task", "dataset", "metric", "value", "time", title=f"{checkpoint}")
+    from eqbench.protocols.base import metric_unit
     from eqbench.results.leaderboard import format_cell
 
     results = evaluate(cfg)
+    if not main_process:  # torchrun: rank 0 reports and writes the results
+        return
     if not results:
         console.print("No task ran; no result written.")
         return
@@ -188,11 +239,30 @@ def eval_command(
             record.task,
             record.dataset,
             record.primary_metric,
-            format_cell(m["mean"], m["std"], record.primary_metric),
+            format_cell(m["mean"], m["std"], metric_unit(record.protocol, record.primary_metric)),
             f"{record.wall_time_s:.1f}s",
         )
     console.print(table)
     console.print(f"Results written under [bold]{results_dir}[/]. Run `eqbench leaderboard`.")
+
+
+def submit_eval(cfg: EvalConfig, options: SlurmOptions) -> None:
+    """``eqbench eval --submit``: submit the evaluation; with the local cluster, wait for it."""
+    from eqbench.eval_launch import slurm_folder, submit_evaluate
+
+    job = submit_evaluate(cfg, options)
+    console.print(f"Submitted job {job.job_id}; logs in {slurm_folder(cfg, options)}.")
+    if options.cluster == "slurm":
+        return
+    written = job.results()[0]  # rank 0's result files; raises if a task failed
+    for path in written:
+        console.print(f"Wrote {path}", soft_wrap=True)
+    console.print(f"Results written under [bold]{cfg.results_dir}[/]. Run `eqbench leaderboard`.")
+
+
+def report_skip(task: str, reason: str) -> None:
+    """Tell the user a task was skipped because an optional dependency is missing."""
+    console.print(f"[yellow]Skipped {task}[/]: {reason}")
 
 
 # ------------------------------------------------------------------------------------- leaderboard
@@ -391,7 +461,10 @@ def tables_command(paper: str, number: str, fmt: str, results_dir: Path) -> None
 
 
 # ------------------------------------------------------------------------------------ submit / zoo
-FORMAT_CHOICES = ["auto", *FORMAT_NAMES]
+def _format_help() -> str:
+    from eqbench.checkpoints.formats import FORMAT_NAMES
+
+    return f"The checkpoint's format: auto (detected from its keys), {', '.join(FORMAT_NAMES)}."
 
 
 @main.command("submit")
@@ -400,10 +473,10 @@ FORMAT_CHOICES = ["auto", *FORMAT_NAMES]
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(FORMAT_CHOICES),
+    cls=LazyHelpOption,
+    help_fn=_format_help,
     default="auto",
     show_default=True,
-    help="The checkpoint's format (auto detects it from its keys).",
 )
 @click.option("--arch", default=None, help="Backbone as a timm name (not for eqbench files).")
 @click.option("--source", default="", help="Where the weights come from (URL, paper).")
@@ -454,9 +527,12 @@ def submit_command(
           --id dino-vits16 --source https://github.com/facebookresearch/dino --suite core
       eqbench submit runs/tir/checkpoint.pt --id tir-demo
     """
+    from eqbench.checkpoints.formats import FORMAT_NAMES, FORMATS
     from eqbench.config import parse_overrides
     from eqbench.zoo.submit import submit
 
+    if fmt not in ("auto", *FORMAT_NAMES):
+        FORMATS.get(fmt)  # an unknown format: did-you-mean and the list, before any work
     done = submit(
         checkpoint,
         card_id=card_id,

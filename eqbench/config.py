@@ -130,3 +130,22 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             raise ConfigError(f"Bad value in --set '{item}': {exc}") from None
     return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``overrides`` applied; ``a.b`` keys set entry ``b`` of mapping ``a``.
+
+    The one ``--set`` dialect of ``eqbench pretrain`` and ``eqbench eval``
+    (``--set method_options.d_equi=96``, ``--set options.degrees=[-10,10]``).
+    """
+    out = dict(data)
+    for key, value in overrides.items():
+        head, dot, rest = key.partition(".")
+        if dot:
+            inner = out.get(head, {})
+            if not isinstance(inner, dict):
+                raise ConfigError(f"Cannot --set '{key}': '{head}' is not a mapping.")
+            out[head] = apply_overrides(inner, {rest: value})
+        else:
+            out[key] = value
+    return out

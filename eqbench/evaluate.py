@@ -14,17 +14,19 @@ from typing import Any
 
 from eqbench.backbones import Encoder
 from eqbench.backbones.input_size import size_multiple, snap_size
-from eqbench.checkpoints import LoadedModel, load_model
-from eqbench.config import from_dict, to_dict
+from eqbench.checkpoints import LoadedModel
+from eqbench.config import apply_overrides, from_dict, to_dict
 from eqbench.data.base import DATASETS, DatasetSpec
-from eqbench.device import resolve_device
 from eqbench.errors import CheckpointError, ConfigError
+from eqbench.features.sharding import prefetch
 from eqbench.features.store import FeatureStore, default_cache_dir
+from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.provenance import environment
 from eqbench.registry import did_you_mean
 from eqbench.results.records import ResultRecord, summarise, write_result
 from eqbench.tasks import TaskSpec, resolve_tasks
+from eqbench.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +128,22 @@ def plan(cfg: EvalConfig) -> list[PlannedTask]:
     for spec in specs:
         protocol = PROTOCOLS.get(spec.protocol)
         fields = {f.name for f in dataclasses.fields(protocol.Config)}
-        applied = {k: v for k, v in cfg.overrides.items() if k in fields}
+        # dotted keys reach into mapping options, as for pretraining (--set options.degrees=...)
+        applied = {k: v for k, v in cfg.overrides.items() if k.partition(".")[0] in fields}
         used.update(applied)
-        config: Any = from_dict(protocol.Config, {**spec.config, **applied}, f"task {spec.name}")
+        merged = apply_overrides(spec.config, applied)
+        config: Any = from_dict(protocol.Config, merged, f"task {spec.name}")
         _check_counts(config, f"task {spec.name}")
         if spec.primary_metric not in protocol.metrics:
             raise ConfigError(
                 f"Task '{spec.name}' names primary metric '{spec.primary_metric}', which protocol "
                 f"'{spec.protocol}' does not report ({', '.join(protocol.metrics)})."
+            )
+        if (spec.primary_metric in protocol.lower_is_better) == spec.higher_is_better:
+            raise ConfigError(
+                f"Task '{spec.name}' says higher_is_better: {str(spec.higher_is_better).lower()}, "
+                f"but protocol '{spec.protocol}' declares '{spec.primary_metric}' "
+                f"{'lower' if spec.higher_is_better else 'higher'}-is-better; fix the task file."
             )
         planned.append(PlannedTask(spec, config, applied))
     unused = set(cfg.overrides) - used
@@ -141,7 +151,8 @@ def plan(cfg: EvalConfig) -> list[PlannedTask]:
         key = sorted(unused)[0]
         known = sorted({f.name for p in planned for f in dataclasses.fields(p.config)})
         raise ConfigError(
-            f"--set {key}=... matches no option of the selected tasks.{did_you_mean(key, known)}"
+            f"--set {key}=... matches no option of the selected tasks."
+            f"{did_you_mean(key.partition('.')[0], known)}"
         )
     if cfg.dataset is not None:
         DATASETS.get(DatasetSpec.parse(cfg.dataset).name)
@@ -203,7 +214,37 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
     see :meth:`~eqbench.protocols.base.Protocol.unavailable`) → load the checkpoint → for each
     task, run its protocol through a shared feature store (so a group encodes each image set
     once) → write the record atomically.
+
+    Launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` set; :mod:`eqbench.train.distributed`)
+    every process loads the model on its own device, the image sets of every task that lists
+    them (:meth:`~eqbench.protocols.base.Protocol.feature_requests`) are encoded sharded over the
+    processes (:mod:`eqbench.features.sharding`), and the processes meet at a barrier and close
+    the process group; then the other ranks return ``[]`` while rank 0 fits the probes, runs the
+    tasks that list no image sets (dense ones) alone and writes the results, so a probe that
+    takes hours keeps no collective waiting. The metrics are bit-identical to a single
+    process's with the same ``batch_size``.
+
+    Returns:
+        ``(record, path)`` of each result written; ``[]`` on ranks other than 0.
     """
+    planned = _runnable(cfg)
+    if not planned:
+        return []
+    for p in planned:  # every task's data, before any model is loaded
+        dataset = DatasetSpec.parse(cfg.dataset or p.spec.dataset)
+        PROTOCOLS.get(p.spec.protocol)().preflight(
+            p.config, dataset, cfg.seed, p.spec.primary_metric
+        )
+    dist_ctx = distributed.setup(cfg.device)
+    try:
+        return _run_tasks(cfg, planned, dist_ctx)
+    finally:
+        distributed.teardown(dist_ctx)
+
+
+def _runnable(cfg: EvalConfig) -> list[PlannedTask]:
+    """:func:`plan`, less the tasks whose optional dependencies are missing (reported through
+    ``cfg.on_skip``)."""
     planned = []
     for p in plan(cfg):
         reason = PROTOCOLS.get(p.spec.protocol).unavailable()
@@ -213,14 +254,14 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
             cfg.on_skip(p.spec.name, reason)
         else:
             log.warning("Skipping task %s: %s", p.spec.name, reason)
-    if not planned:
-        return []
-    for p in planned:  # every task's data, before any model is loaded
-        dataset = DatasetSpec.parse(cfg.dataset or p.spec.dataset)
-        PROTOCOLS.get(p.spec.protocol)().preflight(
-            p.config, dataset, cfg.seed, p.spec.primary_metric
-        )
-    device = resolve_device(cfg.device)
+    return planned
+
+
+def _run_tasks(
+    cfg: EvalConfig, planned: list[PlannedTask], dist_ctx: distributed.DistContext
+) -> list[tuple[ResultRecord, Path]]:
+    """Load the model, encode (sharded under torchrun), run the protocols, write the results."""
+    device = dist_ctx.device
     image_size = max(getattr(p.config, "image_size", 224) for p in planned)
     model: LoadedModel = load_model(cfg.checkpoint, img_size=image_size)
     check_finite_weights(model)
@@ -232,17 +273,35 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
         device,
         cfg.cache_dir,
         batch_size=cfg.batch_size,
-        show_progress=cfg.show_progress,
+        show_progress=cfg.show_progress and dist_ctx.is_main,
     )
+    contexts = [
+        EvalContext(
+            model=model,
+            store=store,
+            dataset=DatasetSpec.parse(cfg.dataset or p.spec.dataset),
+            seed=cfg.seed,
+        )
+        for p in planned
+    ]
+    encode_s = [0.0] * len(planned)
+    if dist_ctx.distributed:
+        encode_s = _encode_sharded(planned, contexts, store, dist_ctx)
+        dist_ctx.barrier()
+        # no collective from here on: rank 0 alone fits probes (or runs a dense task's own
+        # training), however long it takes, and no library sees a live process group
+        distributed.teardown(dist_ctx)
+        if not dist_ctx.is_main:
+            return []
     env = environment(device)
+    if dist_ctx.distributed:
+        env["world_size"] = dist_ctx.world_size
     written = []
-    for p in planned:
-        dataset = DatasetSpec.parse(cfg.dataset or p.spec.dataset)
-        ctx = EvalContext(model=model, store=store, dataset=dataset, seed=cfg.seed)
-        log.info("task %s on %s with %s", p.spec.name, dataset, model.model_id)
+    for p, ctx, encoded_in in zip(planned, contexts, encode_s, strict=True):
+        log.info("task %s on %s with %s", p.spec.name, ctx.dataset, model.model_id)
         start = time.perf_counter()
         values = PROTOCOLS.get(p.spec.protocol)().run(p.config, ctx)
-        wall = time.perf_counter() - start
+        wall = encoded_in + time.perf_counter() - start
         n_seeds = max(len(v) for v in values.values())
         fingerprint = ctx.open("test", n=getattr(p.config, "n_test", None)).fingerprint()
         record = ResultRecord(
@@ -252,7 +311,7 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
             model_id=model.model_id,
             checkpoint=model.spec,
             checkpoint_sha256=model.sha256,
-            dataset=str(dataset),
+            dataset=str(ctx.dataset),
             dataset_fingerprint=fingerprint,
             metrics={k: summarise(v) for k, v in values.items()},
             primary_metric=p.spec.primary_metric,
@@ -261,9 +320,37 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
             probe_seeds=[cfg.seed + i for i in range(n_seeds)],
             config=to_dict(p.config),
             overrides=p.overrides,
-            adjustments=p.adjustments,
+            adjustments={**p.adjustments, **ctx.adjustments},
+            weights=model.info.get("weights"),
             environment=env,
             wall_time_s=round(wall, 3),
         )
         written.append((record, write_result(record, cfg.results_dir)))
     return written
+
+
+def _encode_sharded(
+    planned: list[PlannedTask],
+    contexts: list[EvalContext],
+    store: FeatureStore,
+    dist_ctx: distributed.DistContext,
+) -> list[float]:
+    """Encode every task's listed image sets sharded over the processes (a collective call).
+
+    Returns:
+        Seconds spent encoding per task (added to its wall time).
+    """
+    seconds = [0.0] * len(planned)
+    for i, (p, ctx) in enumerate(zip(planned, contexts, strict=True)):
+        requests = PROTOCOLS.get(p.spec.protocol)().feature_requests(p.config, ctx)
+        if requests is None:
+            if dist_ctx.is_main:
+                log.warning(
+                    "task %s does not list its images beforehand; it runs on rank 0 alone",
+                    p.spec.name,
+                )
+            continue
+        start = time.perf_counter()
+        prefetch(store, requests, dist_ctx)
+        seconds[i] = time.perf_counter() - start
+    return seconds

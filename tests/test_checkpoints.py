@@ -19,13 +19,13 @@ from timm.layers import resample_abs_pos_embed
 from eqbench.backbones import Encoder, create_encoder
 from eqbench.checkpoints import (
     LoadedModel,
-    load_model,
     load_state_file,
     save_checkpoint,
     sha256_file,
     sha256_state_dict,
 )
 from eqbench.errors import CheckpointError
+from eqbench.models import load_model
 
 CONFIG = {"epochs": 2, "lr": 0.001, "transforms": ["rotation", "crop"]}
 
@@ -322,7 +322,7 @@ def test_timm_random_init_is_seeded() -> None:
     a = load_model("timm:vit_tiny_patch16_224", img_size=32)
     b = load_model("timm:vit_tiny_patch16_224", img_size=32)
     assert a.model_id == "timm:vit_tiny_patch16_224" and a.sha256 == b.sha256
-    assert a.info["weights"] is None
+    assert a.info["weights"] == "random init (seed 0)"
     with pytest.raises(CheckpointError, match="not a timm model"):
         load_model("timm:pixels", img_size=32)
     with pytest.raises(CheckpointError, match="Did you mean"):

@@ -137,8 +137,8 @@ def test_sampled_corners_stay_inside() -> None:
 
 
 def test_leaderboard_formats_dense_metrics() -> None:
-    assert format_cell(0.4567, 0.0, "miou") == "45.7"
-    assert format_cell(3.25, 0.0, "mce") == "3.250"
+    assert format_cell(0.4567, 0.0, "percent") == "45.7"
+    assert format_cell(3.25, 0.0, "px") == "3.250"
 
 
 def test_eval_dense_tasks_cli_to_leaderboard(tmp_path: Path) -> None:
@@ -174,9 +174,9 @@ def test_eval_dense_tasks_cli_to_leaderboard(tmp_path: Path) -> None:
 def test_linear_probe_on_shapes_beats_majority(spec: str, margin: float) -> None:
     """Shapes are bright solid fills on dim photo textures, so even a random ViT's or raw pixels'
     patch tokens separate them from the background (version 1 of the scenes did not)."""
-    from eqbench.checkpoints import load_model
     from eqbench.data.base import DatasetSpec
     from eqbench.features.store import FeatureStore
+    from eqbench.models import load_model
     from eqbench.protocols import PROTOCOLS, EvalContext
     from eqbench.protocols.segmentation import SegmentationLinearConfig
 

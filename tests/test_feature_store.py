@@ -88,3 +88,30 @@ def test_a_failing_batch_raises_and_caches_nothing(tmp_path: Path, prefetch: boo
     with pytest.raises(ValueError, match="corrupt image 8"):
         store.get(dataset, {"k": 1}, make)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_concurrent_writers_of_one_entry_leave_one_whole_entry(tmp_path: Path) -> None:
+    """Two stores (two runs, or two ranks) encoding the same image set into one cache folder at
+    once leave a single readable entry and no temporary files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from safetensors.torch import load_file
+
+    images = _images(12)
+
+    def make(indices: Sequence[int]) -> Tensor:
+        return images[list(indices)]
+
+    dataset = load_dataset("photos", "test", n=12, seed=0)
+    stores = [
+        FeatureStore(_encoder(), "x", torch.device("cpu"), tmp_path, 4, show_progress=False)
+        for _ in range(2)
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outs = list(pool.map(lambda s: s.get(dataset, {"k": 1}, make), stores))
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert [p.suffix for p in files] == [".safetensors"]
+    assert files[0].stem == stores[0].key(dataset, {"k": 1})
+    cached = load_file(str(files[0]))
+    for out in outs:
+        assert all(torch.equal(cached[k], out[k]) for k in cached)

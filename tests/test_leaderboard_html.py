@@ -3,11 +3,11 @@ every model of the results folder and no console errors."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from optional import chromium, import_or_skip, missing
 from test_results import record
 
 from eqbench.cli import main
@@ -15,7 +15,7 @@ from eqbench.results.html import to_html
 from eqbench.results.publish import stale, write_all
 from eqbench.results.records import load_results, write_result
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = chromium()
 MODELS = ("pixels", "vicreg <demo>", "tir+vicreg")
 
 
@@ -54,10 +54,10 @@ def test_write_and_check(tmp_path: Path) -> None:
 REPO_RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
 @pytest.mark.parametrize("which", ["fixture", "committed"])
 def test_opens_in_headless_chromium(which: str, tmp_path: Path) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
+    missing("chromium", None if CHROMIUM else "needs Chromium (apt-get install chromium)")
+    sync_api = import_or_skip("playwright", "playwright.sync_api")
     if which == "fixture":
         folder = results(tmp_path)
         page_file = tmp_path / "leaderboard.html"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 import torch.nn.functional as F
+from optional import import_or_skip
 
 from eqbench.methods.augment import (
     SIMCLR_AUGMENT,
@@ -200,7 +201,7 @@ def test_sie_loss_vicreg_part_matches_lightly() -> None:
     """With equal equivariant parts, a weightless equivariance term and a prediction of large
     variance, SIE's loss is VICReg's on the whole embeddings (lightly's VICRegLoss as oracle);
     the invariance there averages over 9 channels of which 8 differ, hence ``25·8/9``."""
-    lightly_loss = pytest.importorskip("lightly.loss")
+    lightly_loss = import_or_skip("lightly", "lightly.loss")
     from eqbench.losses import SIELoss
 
     gen = torch.Generator().manual_seed(1)

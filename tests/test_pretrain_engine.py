@@ -20,10 +20,11 @@ import yaml
 from click.testing import CliRunner
 
 from eqbench.backbones import create_encoder
-from eqbench.checkpoints import load_model, load_state_file
+from eqbench.checkpoints import load_state_file
 from eqbench.config import from_dict
 from eqbench.errors import ConfigError, EqbenchError
 from eqbench.methods import build_method
+from eqbench.models import load_model
 from eqbench.train import (
     CHECKPOINT_NAME,
     LOG_NAME,

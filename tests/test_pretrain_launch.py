@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from optional import import_or_skip
 
 from eqbench.cli import main
 from eqbench.config import from_dict
@@ -81,7 +82,7 @@ def test_cli_submit_local_waits_for_the_checkpoint(tmp_path: Path) -> None:
 
 
 def test_tensorboard_events_mirror_the_log(tmp_path: Path) -> None:
-    pytest.importorskip("tensorboard")
+    import_or_skip("tensorboard", "tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"

@@ -11,6 +11,9 @@ import pytest
 from eqbench.atomic import write_json
 from eqbench.results.leaderboard import leaderboard, to_csv, to_markdown
 from eqbench.results.records import ResultRecord, load_results, summarise, write_result
+from eqbench.tasks import all_tasks
+
+TASKS = all_tasks()
 
 
 def record(
@@ -27,7 +30,8 @@ def record(
     return ResultRecord(
         task=task,
         task_version=version,
-        protocol="transform_prediction",
+        # the task's own protocol (its metrics' units); a made-up task reads as a probe
+        protocol=TASKS[task].protocol if task in TASKS else "transform_prediction",
         model_id=model,
         checkpoint=model,
         checkpoint_sha256="0" * 64,

@@ -64,7 +64,7 @@ def test_header_checkpoint_path_never_opened(tmp_path: Path) -> None:
     fifo = tmp_path / "payload.pt"
     os.mkfifo(fifo)
     ckpt = micro_checkpoint(tmp_path / "crafted.pt", kwargs={"checkpoint_path": str(fifo)})
-    from eqbench.checkpoints import load_model
+    from eqbench.models import load_model
 
     outcome: dict[str, BaseException] = {}
 
@@ -84,6 +84,37 @@ def test_header_checkpoint_path_never_opened(tmp_path: Path) -> None:
     assert isinstance(outcome.get("error"), CheckpointError)
     assert "checkpoint_path" in str(outcome["error"])
     assert "is not an architecture option" in str(outcome["error"])
+
+
+class _Payload:
+    """Unpickling this touches ``marker``: the proof that a pickle's code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("key", ["checkpoint_path", "pretrained_cfg_overlay"])
+def test_header_pickle_with_reduce_never_runs(key: str, tmp_path: Path) -> None:
+    """A header naming a real pickle whose ``__reduce__`` runs code: refused before timm (of any
+    version; ``scripts/test.sh`` reruns this under the oldest timm ``pyproject.toml`` allows,
+    ``EQBENCH_EXPECT_TIMM``) could open it; the marker the code would create never appears."""
+    import timm
+
+    expected = os.environ.get("EQBENCH_EXPECT_TIMM")
+    assert expected is None or timm.__version__ == expected, timm.__version__
+    marker = tmp_path / "code-ran"
+    payload = tmp_path / "payload.pth"
+    torch.save({"model": _Payload(marker)}, payload)
+    value: object = str(payload) if key == "checkpoint_path" else {"file": str(payload)}
+    ckpt = micro_checkpoint(tmp_path / "crafted.pt", kwargs={key: value})
+    from eqbench.models import load_model
+
+    with pytest.raises(CheckpointError, match="is not an architecture option"):
+        load_model(str(ckpt), img_size=32)
+    assert not marker.exists()
 
 
 HEADER_CASES = {

@@ -18,7 +18,7 @@ from scipy import ndimage
 from skimage.morphology import disk
 
 from eqbench.backbones.pixels import PixelEncoder
-from eqbench.checkpoints import LoadedModel, load_model
+from eqbench.checkpoints import LoadedModel
 from eqbench.cli import main
 from eqbench.data import load_dataset
 from eqbench.data.base import DatasetSpec
@@ -40,6 +40,7 @@ from eqbench.eval.propagation import (
     propagate_step,
 )
 from eqbench.features.store import FeatureStore
+from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.protocols.video import (
     VideoPropagationConfig,

@@ -16,9 +16,10 @@ from click.testing import CliRunner
 from torch import Tensor
 
 from eqbench.backbones import create_encoder
-from eqbench.checkpoints import load_model, save_checkpoint
+from eqbench.checkpoints import save_checkpoint
 from eqbench.cli import main
 from eqbench.errors import CheckpointError, ConfigError
+from eqbench.models import load_model
 from eqbench.zoo.cards import card_ids, read_card
 from eqbench.zoo.submit import submit, verify
 

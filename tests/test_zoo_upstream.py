@@ -22,10 +22,10 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import Tensor
 
 from eqbench.backbones.base import IMAGENET_MEAN, IMAGENET_STD
-from eqbench.checkpoints import load_model
 from eqbench.checkpoints.safe_load import load_state_file
 from eqbench.cli import main
 from eqbench.errors import CheckpointError, ConfigError
+from eqbench.models import load_model
 from eqbench.zoo.cards import card_ids, read_card
 from eqbench.zoo.submit import submit
 

@@ -1,9 +1,15 @@
-"""Model specs: one string names every model eqbench can evaluate.
+"""Model specs: the loaders of paths and of the ``timm:``, ``hf-hub:`` and ``baseline:`` schemes.
 
+One string names every model eqbench can evaluate (:func:`eqbench.models.load_model`; the
+schemes are registered here and in :mod:`eqbench.zoo.load`, :mod:`eqbench.checkpoints.schemes`).
 Accepted forms:
 
 * ``path/to/checkpoint.pt`` (or ``.pth``, ``.ckpt``, ``.safetensors``): an eqbench checkpoint;
-* ``timm:<name>``: a timm architecture with random weights (seed 0);
+* ``timm:<name>``: a timm architecture with random weights (seed 0; recorded as "random init");
+* ``timm:<name>.<tag>``: timm's pretrained weights for that tag (``vit_small_patch16_224.dino``),
+  read from the local Hugging Face cache, never downloaded (:mod:`eqbench.checkpoints.hub_cache`);
+* ``hf-hub:<org>/<name>``: a timm model on the Hugging Face hub (its ``config.json`` and weights),
+  from the local cache likewise;
 * ``timm:<name>:<weights.pth|.safetensors>``: a timm architecture with local weights
   (``module.`` prefixes stripped, classifier head dropped, ``pos_embed`` resampled);
 * ``baseline:pixels`` / ``baseline:pixels:<grid>``: the raw-pixel baseline;
@@ -30,18 +36,17 @@ from torch import Tensor
 from eqbench.backbones import Encoder, PixelEncoder, TimmEncoder, create_encoder
 from eqbench.backbones.input_size import size_multiple, snap_size
 from eqbench.checkpoints.eqbench_format import check_state_dict, load_eqbench_checkpoint
+from eqbench.checkpoints.hub_cache import hf_hub_weights, timm_tag_weights
 from eqbench.checkpoints.safe_load import load_state_file
+from eqbench.checkpoints.schemes import accepted_forms, scheme
 from eqbench.errors import CheckpointError, EqbenchError
 
 logger = logging.getLogger(__name__)
 
-ACCEPTED_FORMS = (
-    "a path to an eqbench checkpoint (.pt/.pth/.ckpt/.safetensors), 'timm:<name>', "
-    "'timm:<name>:<weights.pth|.safetensors>', 'baseline:pixels[:<grid>]', "
-    "'baseline:random:<arch>' or 'zoo:<id>'"
-)
 #: Seed of every random initialisation done here.
 RANDOM_INIT_SEED = 0
+#: What ``info["weights"]`` (and the result's ``weights``) says of randomly initialised models.
+RANDOM_INIT = f"random init (seed {RANDOM_INIT_SEED})"
 #: Nested state-dict containers unwrapped from third-party weight files.
 _STATE_CONTAINERS = ("state_dict", "model", "module")
 _CHUNK = 1 << 20
@@ -105,7 +110,12 @@ def _seeded(build: Callable[[], T]) -> T:
 
 
 def build_seeded_encoder(
-    arch: str, img_size: int, spec: str, *, normalization: Mapping[str, Any] | None = None
+    arch: str,
+    img_size: int,
+    spec: str,
+    *,
+    normalization: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Encoder:
     """``create_encoder(arch)`` with the seeded RNG, built for ``img_size`` snapped to a size the
     architecture accepts (:func:`~eqbench.backbones.input_size.snap_size`: 64 → 70 for patch 14),
@@ -113,13 +123,15 @@ def build_seeded_encoder(
 
     Args:
         normalization: ``{"mean", "std"}`` to use instead of the architecture's defaults.
+        options: architecture arguments (checked against the backbone allowlist).
     """
-    norm = {k: tuple(normalization[k]) for k in ("mean", "std")} if normalization else {}
+    kw = {k: tuple(normalization[k]) for k in ("mean", "std")} if normalization else {}
+    kw.update(options or {})
     try:
-        encoder = _seeded(lambda: create_encoder(arch, img_size=img_size, **norm))
+        encoder = _seeded(lambda: create_encoder(arch, img_size=img_size, **kw))
         snapped = snap_size(img_size, size_multiple(encoder))
         if snapped != img_size:
-            encoder = _seeded(lambda: create_encoder(arch, img_size=snapped, **norm))
+            encoder = _seeded(lambda: create_encoder(arch, img_size=snapped, **kw))
     except EqbenchError as err:
         raise CheckpointError(f"Model spec '{spec}': {err}") from None
     return encoder
@@ -220,24 +232,19 @@ def adapt_timm_state(
     return out, dropped, notes
 
 
-def _load_timm(spec: str, rest: str, img_size: int) -> LoadedModel:
-    name, _, weights = rest.partition(":")
-    if not name:
-        raise CheckpointError(f"Model spec '{spec}' names no timm model. Use {ACCEPTED_FORMS}.")
-    encoder = build_seeded_encoder(name, img_size, spec)
+def _timm_encoder(arch: str, img_size: int, spec: str, **kwargs: Any) -> TimmEncoder:
+    encoder = build_seeded_encoder(arch, img_size, spec, **kwargs)
     if not isinstance(encoder, TimmEncoder):
         raise CheckpointError(
-            f"Model spec '{spec}': '{name}' is not a timm model. Use a timm model name "
+            f"Model spec '{spec}': '{arch}' is not a timm model. Use a timm model name "
             "(timm.list_models()), or 'baseline:...' for baselines."
         )
-    model_id = f"timm:{name}"
-    info: dict[str, Any] = {"source": "timm", "timm_name": name, "weights": weights or None}
-    if not weights:
-        encoder.eval()
-        sha = sha256_state_dict(encoder.state_dict(), salt=model_id)
-        return LoadedModel(model_id, sha, encoder, spec, info)
+    return encoder
 
-    path = Path(weights).expanduser()
+
+def _load_weights_file(encoder: TimmEncoder, path: Path, name: str, spec: str) -> dict[str, Any]:
+    """Load a timm state-dict file into ``encoder`` (see :func:`adapt_timm_state`); returns notes
+    for ``info``."""
     state, _ = load_state_file(path)
     state, dropped, notes = adapt_timm_state(encoder, state)
     check_state_dict(
@@ -245,17 +252,83 @@ def _load_timm(spec: str, rest: str, img_size: int) -> LoadedModel:
         state,
         source=f"Weights '{path}'",
         target=f"timm {name}",
-        remedy=f"They belong to another architecture: name it in 'timm:<name>:{weights}'.",
+        remedy=f"They belong to another architecture: name it in 'timm:<name>:{path}'.",
     )
     encoder.model.load_state_dict(state, strict=True)
     encoder.eval()
-    info.update(dropped_keys=dropped, **notes)
     if dropped:
         logger.info("%s: dropped %d head keys (%s)", spec, len(dropped), ", ".join(dropped))
+    return {"dropped_keys": dropped, **notes}
+
+
+@scheme(
+    "timm",
+    forms=("timm:<name>", "timm:<name>.<tag>", "timm:<name>:<weights.pth|.safetensors>"),
+    help="a timm architecture: random init (seed 0, recorded as such); with .TAG timm's "
+    "pretrained weights (e.g. timm:vit_small_patch16_224.dino) from the local Hugging Face cache "
+    "(HF_HUB_CACHE), never downloaded; with :WEIGHTS a local file",
+)
+def load_timm(spec: str, rest: str, img_size: int) -> LoadedModel:
+    """``timm:NAME``, ``timm:NAME.TAG`` and ``timm:NAME:WEIGHTS``."""
+    name, _, weights = rest.partition(":")
+    if not name:
+        raise CheckpointError(f"Model spec '{spec}' names no timm model. Use {accepted_forms()}.")
+    model_id = f"timm:{name}"
+    tagged = "." in name and not weights
+    hub = timm_tag_weights(name, spec) if tagged else None  # before building: fail fast
+    encoder = _timm_encoder(name, img_size, spec)
+    info: dict[str, Any] = {"source": "timm", "timm_name": name}
+    if hub is not None:
+        info.update(weights=hub.source, file=str(hub.file), hf_hub_id=hub.repo_id)
+        info.update(_load_weights_file(encoder, hub.file, name, spec))
+        return LoadedModel(model_id, sha256_file(hub.file), encoder, spec, info)
+    if not weights:
+        encoder.eval()
+        info["weights"] = RANDOM_INIT
+        sha = sha256_state_dict(encoder.state_dict(), salt=model_id)
+        return LoadedModel(model_id, sha, encoder, spec, info)
+    path = Path(weights).expanduser()
+    info["weights"] = weights
+    info.update(_load_weights_file(encoder, path, name, spec))
     return LoadedModel(model_id, sha256_file(path), encoder, spec, info)
 
 
-def _load_baseline(spec: str, rest: str, img_size: int) -> LoadedModel:
+@scheme(
+    "hf-hub",
+    forms=("hf-hub:<org>/<name>",),
+    help="a timm model on the Hugging Face hub (its config.json and weights), from the local "
+    "cache only",
+)
+def load_hf_hub(spec: str, hub_id: str, img_size: int) -> LoadedModel:
+    """``hf-hub:ORG/NAME``: the architecture and weights of a timm model in the local cache."""
+    if hub_id.count("/") != 1 or not all(hub_id.partition("@")[0].split("/")):
+        raise CheckpointError(
+            f"Model spec '{spec}' must name a repository as 'hf-hub:<org>/<name>', "
+            "e.g. 'hf-hub:timm/vit_small_patch16_224.dino'."
+        )
+    hub = hf_hub_weights(hub_id, spec)
+    # eqbench sets the size and drops the head itself; 3 input channels is every model's default
+    options = {
+        k: v
+        for k, v in hub.model_args.items()
+        if k not in ("img_size", "num_classes") and not (k == "in_chans" and v == 3)
+    }
+    cfg = hub.pretrained_cfg
+    norm = {"mean": cfg["mean"], "std": cfg["std"]} if "mean" in cfg and "std" in cfg else None
+    encoder = _timm_encoder(hub.arch, img_size, spec, normalization=norm, options=options)
+    info: dict[str, Any] = {"source": "hf-hub", "timm_name": hub.arch, "hf_hub_id": hub.repo_id}
+    info.update(weights=hub.source, file=str(hub.file), model_args=hub.model_args)
+    info.update(_load_weights_file(encoder, hub.file, hub.arch, spec))
+    return LoadedModel(f"hf-hub:{hub.repo_id}", sha256_file(hub.file), encoder, spec, info)
+
+
+@scheme(
+    "baseline",
+    forms=("baseline:pixels[:<grid>]", "baseline:random:<arch>"),
+    help="the raw-pixel baseline, or a randomly initialised backbone (seed 0)",
+)
+def load_baseline(spec: str, rest: str, img_size: int) -> LoadedModel:
+    """``baseline:pixels[:GRID]`` and ``baseline:random:ARCH``."""
     kind, _, arg = rest.partition(":")
     if kind == "pixels":
         try:
@@ -277,7 +350,7 @@ def _load_baseline(spec: str, rest: str, img_size: int) -> LoadedModel:
         encoder.eval()
         model_id = f"baseline:random:{arg}"
         sha = sha256_state_dict(encoder.state_dict(), salt=arg)
-        info = {"source": "baseline", "arch": arg, "seed": RANDOM_INIT_SEED}
+        info = {"source": "baseline", "arch": arg, "seed": RANDOM_INIT_SEED, "weights": RANDOM_INIT}
         return LoadedModel(model_id, sha, encoder, spec, info)
     raise CheckpointError(
         f"Unknown baseline spec '{spec}'. Use 'baseline:pixels[:<grid>]' or "
@@ -285,33 +358,15 @@ def _load_baseline(spec: str, rest: str, img_size: int) -> LoadedModel:
     )
 
 
-def load_model(spec: str, *, img_size: int) -> LoadedModel:
-    """Load the model a spec names (see the module docstring for the forms).
-
-    Args:
-        spec: the model spec.
-        img_size: image size the backbone is built for; eqbench checkpoints keep the size they
-            were saved with (ViTs run at any size).
-
-    Returns:
-        The :class:`LoadedModel`, encoder in eval mode on the CPU.
-
-    Raises:
-        CheckpointError: unknown scheme, missing path, unreadable or mismatched weights.
-    """
-    scheme, sep, rest = spec.partition(":")
-    if sep and scheme == "zoo":
-        from eqbench.zoo.load import load_zoo
-
-        return load_zoo(spec, rest, img_size)
-    if sep and scheme == "timm":
-        return _load_timm(spec, rest, img_size)
-    if sep and scheme == "baseline":
-        return _load_baseline(spec, rest, img_size)
+def load_path(spec: str, img_size: int) -> LoadedModel:
+    """A spec with no registered scheme: the path of an eqbench checkpoint (it keeps the size it
+    was saved with; ``img_size`` is unused)."""
+    del img_size
     path = Path(spec).expanduser()
+    scheme_name, sep, _ = spec.partition(":")
     if not path.exists():
-        what = f"unknown model scheme '{scheme}:'" if sep else "no such file"
-        raise CheckpointError(f"Cannot load model '{spec}' ({what}). Use {ACCEPTED_FORMS}.")
+        what = f"unknown model scheme '{scheme_name}:'" if sep else "no such file"
+        raise CheckpointError(f"Cannot load model '{spec}' ({what}). Use {accepted_forms()}.")
     encoder, info = load_eqbench_checkpoint(path)
     info["path"] = str(path)
     model_id = str(info.get("name") or path.stem)

@@ -8,6 +8,12 @@ reads them back from disk.
 
 Features are stored as safetensors (no pickle): ``cls`` and ``avgpool`` ``(N, D)`` and ``grid``
 ``(N, D·k²)`` float32, plus the transformation parameters ``params`` ``(N, P)`` when there are any.
+
+The cache folder can be shared by concurrent runs and by the processes of a ``torchrun`` launch:
+an entry is written to a temporary file and renamed onto its content-addressed name
+(:mod:`eqbench.atomic`), so a reader sees no entry or a whole one, and two writers of the same key
+leave one entry (both wrote the same features). Under ``torchrun`` only rank 0 writes
+(:mod:`eqbench.features.sharding`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,27 @@ STORED_KINDS = ("cls", "avgpool", "grid")
 
 #: ``indices -> float images (B, 3, S, S) in [0, 1]`` on the CPU.
 BatchFn = Callable[[Sequence[int]], Tensor]
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    """One image set to encode: the arguments of :meth:`FeatureStore.get`.
+
+    A protocol that lists its requests beforehand (:meth:`~eqbench.protocols.base.Protocol.
+    feature_requests`) can have them encoded sharded over the processes of a ``torchrun``
+    launch before it runs.
+    """
+
+    dataset: ImageDataset
+    what: dict[str, Any]
+    make_batch: BatchFn
+    extra: dict[str, Tensor] | None = None
+    label: str = ""
+
+
+def batch_spans(n: int, batch_size: int) -> list[range]:
+    """The index ranges of the batches that encode images ``0..n-1``, in order."""
+    return [range(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
 
 
 def default_cache_dir() -> Path:
@@ -123,21 +151,46 @@ class FeatureStore:
         stored alongside). ``what`` must describe everything ``make_batch`` does to the images.
         """
         key = self.key(dataset, what)
-        if key in self._memory:
+        feats = self.cached(key)
+        if feats is not None:
             self.cache_hits += 1
+            return feats
+        return self.keep(key, self.encode(dataset, make_batch, label), extra)
+
+    def fetch(self, request: FeatureRequest) -> dict[str, Tensor]:
+        """:meth:`get` of a :class:`FeatureRequest`."""
+        return self.get(
+            request.dataset,
+            request.what,
+            request.make_batch,
+            extra=request.extra,
+            label=request.label,
+        )
+
+    def cached(self, key: str) -> dict[str, Tensor] | None:
+        """The features under ``key`` from memory, else from the disk cache (then kept in
+        memory); ``None`` when there are none or the entry is unreadable."""
+        if key in self._memory:
             return self._memory[key]
         path = self._path(key)
         if path is not None and path.is_file():
             try:
                 feats = load_file(str(path))
-                self.cache_hits += 1
-                self._memory[key] = feats
-                return feats
             except (SafetensorError, OSError) as exc:  # a damaged cache entry: re-encode
                 log.warning("ignoring unreadable feature cache %s (%s)", path, exc)
-        feats = self._encode(dataset, make_batch, label)
+                return None
+            self._memory[key] = feats
+            return feats
+        return None
+
+    def keep(
+        self, key: str, feats: dict[str, Tensor], extra: dict[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """Store freshly encoded ``feats`` (and ``extra`` beside them) under ``key``: in memory
+        and, atomically, in the disk cache. Returns what was stored."""
         if extra:
             feats.update({k: v.contiguous() for k, v in extra.items()})
+        path = self._path(key)
         if path is not None:
             write_with(path, lambda tmp: save_file(feats, str(tmp)))
         self._memory[key] = feats
@@ -175,7 +228,7 @@ class FeatureStore:
             ) as progress,
         ):
             bar = progress.add_task(label or dataset.name, total=n)
-            for count, out in self._forward_batches(make_batch, n):
+            for count, out in self._forward_batches(make_batch, batch_spans(n, self.batch_size)):
                 parts.append(_patch_map(out).float().cpu())
                 progress.advance(bar, count)
         self.images_encoded += n
@@ -184,8 +237,11 @@ class FeatureStore:
         self._memory[key] = {"patch": maps}
         return maps
 
-    def _forward_batches(self, make_batch: BatchFn, n: int) -> Iterator[tuple[int, Features]]:
-        """Encode images ``0..n-1`` batch by batch, making the next batch while this one runs.
+    def _forward_batches(
+        self, make_batch: BatchFn, spans: list[range]
+    ) -> Iterator[tuple[int, Features]]:
+        """Encode the images of ``spans`` batch by batch, making the next batch while this one
+        runs.
 
         On CUDA the forward pass is asynchronous: the next batch is made on the CPU (into pinned
         memory, copied without blocking) after the current forward is launched and before its
@@ -194,7 +250,6 @@ class FeatureStore:
         batches are a deterministic function of their indices, so the features do not depend on
         the schedule. Yields ``(batch length, encoder output)`` in order.
         """
-        spans = [range(lo, min(lo + self.batch_size, n)) for lo in range(0, n, self.batch_size)]
         if not spans:
             return
         cuda = self.device.type == "cuda"
@@ -221,8 +276,18 @@ class FeatureStore:
                 pool.shutdown(wait=True, cancel_futures=True)
 
     @torch.inference_mode()
-    def _encode(self, dataset: ImageDataset, make_batch: BatchFn, label: str) -> dict[str, Tensor]:
-        n = len(dataset)
+    def encode(
+        self,
+        dataset: ImageDataset,
+        make_batch: BatchFn,
+        label: str,
+        spans: list[range] | None = None,
+    ) -> dict[str, Tensor]:
+        """The :data:`STORED_KINDS` features of the images of ``spans`` (default: every image
+        of ``dataset``, in batches of ``batch_size``), in order."""
+        if spans is None:
+            spans = batch_spans(len(dataset), self.batch_size)
+        n = sum(len(span) for span in spans)
         parts: dict[str, list[Tensor]] = {kind: [] for kind in STORED_KINDS}
         start = time.perf_counter()
         with Progress(
@@ -234,7 +299,7 @@ class FeatureStore:
             transient=True,
         ) as progress:
             bar = progress.add_task(label or dataset.name, total=n)
-            for count, out in self._forward_batches(make_batch, n):
+            for count, out in self._forward_batches(make_batch, spans):
                 for kind in STORED_KINDS:
                     parts[kind].append(out.pooled(kind).float().cpu())
                 progress.advance(bar, count)

@@ -1,7 +1,7 @@
 """Any eqbench backbone as an mmsegmentation and mmdetection backbone.
 
 :class:`EqbenchBackbone` loads a model spec (checkpoint path, ``timm:...``, ``baseline:...``,
-``zoo:...``; see :func:`eqbench.checkpoints.load_model`) and turns its patch tokens into a
+``zoo:...``; see :func:`eqbench.models.load_model`) and turns its patch tokens into a
 multi-scale feature pyramid with :class:`SimpleFeaturePyramid`, the "simple feature pyramid" of
 ViTDet (Li et al. 2022, arXiv 2203.16527, Fig. 2c; mmseg's ``Feature2Pyramid``, GTSA's
 ``vit_timm.py``): from the stride-16 token map, two 2×2 transposed convolutions give stride 4, one
@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from eqbench.checkpoints import load_model
 from eqbench.errors import ConfigError
+from eqbench.models import load_model
 from eqbench.openmmlab import require_openmmlab
 
 require_openmmlab()  # a MissingDependencyError naming scripts/build_mmcv.sh, not an ImportError

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 
 from eqbench.checkpoints import LoadedModel
 from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
-from eqbench.features.store import FeatureStore
+from eqbench.features.store import FeatureRequest, FeatureStore
 from eqbench.registry import Registry
 
 
@@ -30,12 +30,15 @@ class EvalContext:
         dataset: the dataset spec to use (the task's default unless overridden).
         seed: data seed (which crops, which transformation parameters); probes use
             ``seed, seed + 1, ...``.
+        adjustments: what the protocol changed while running, e.g. ``{"ks": {"requested": [..],
+            "used": [..], "reason": ...}}``; recorded in the result beside the planned ones.
     """
 
     model: LoadedModel
     store: FeatureStore
     dataset: DatasetSpec
     seed: int
+    adjustments: dict[str, Any] = field(default_factory=dict)
 
     def open(self, split: str, n: int | None = None) -> ImageDataset:
         """Open a split of the context's dataset."""
@@ -46,16 +49,42 @@ class EvalContext:
 MetricValues = dict[str, list[float]]
 
 
+#: The units a protocol gives its metrics (:attr:`Protocol.units`), with what each means.
+UNITS = {
+    "percent": "a fraction in [0, 1], shown as a percentage",
+    "r2": "coefficient of determination (at most 1)",
+    "score": "a plain number",
+    "px": "pixels",
+    "s": "seconds",
+    "value": "a hyper-parameter the protocol selected",
+}
+
+
 class Protocol(ABC):
     """Base class of evaluation protocols."""
 
     Config: ClassVar[type]
     #: metric names this protocol reports (the task's primary metric must be one of them).
     metrics: ClassVar[tuple[str, ...]]
+    #: the unit of every metric (a key of :data:`UNITS`): how the leaderboard shows it.
+    units: ClassVar[dict[str, str]]
+    #: metrics where lower is better (errors, times); a task whose primary metric is one of them
+    #: must say ``higher_is_better: false``.
+    lower_is_better: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         """Evaluate ``ctx.model``; returns metric values per probe seed."""
+
+    def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest] | None:
+        """The image sets :meth:`run` encodes through ``ctx.store``, listed beforehand.
+
+        Under ``torchrun`` they are encoded sharded over the processes first
+        (:func:`eqbench.features.sharding.prefetch`) and :meth:`run`, on rank 0 alone, reads
+        them from memory. ``None`` (the default) means not listed: under ``torchrun`` such a
+        task runs on rank 0 alone, encoding there.
+        """
+        return None
 
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
         """Check what can be checked before any model is loaded or image encoded (the data's
@@ -71,6 +100,14 @@ class Protocol(ABC):
 
 
 PROTOCOLS: Registry[type[Protocol]] = Registry("protocol", "eqbench ls protocols")
+
+
+def metric_unit(protocol: str, metric: str) -> str:
+    """The unit ``protocol`` declares for ``metric``; ``score`` for a protocol or metric that is
+    no longer registered (an old result)."""
+    if protocol not in PROTOCOLS:
+        return "score"
+    return PROTOCOLS.get(protocol).units.get(metric, "score")
 
 
 def stable_seed(*parts: object) -> int:

@@ -8,19 +8,22 @@ dinov2's ``log_regression.py``). Nothing is ever selected on the test split.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from eqbench.backbones.base import FEATURE_KINDS
 from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
 from eqbench.errors import ConfigError, DatasetError
-from eqbench.eval.knn import knn_classify
+from eqbench.eval.knn import effective_ks, knn_classify
 from eqbench.eval.linear import logistic_regression_probe
-from eqbench.features.store import select_feature
+from eqbench.features.store import FeatureRequest, select_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 from eqbench.protocols.views import view_batches, view_key
+
+logger = logging.getLogger(__name__)
 
 FEATURES = ("auto", *FEATURE_KINDS)
 
@@ -79,18 +82,34 @@ class LinearConfig:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
 
 
-def encode_split(
-    ctx: EvalContext, split: str, n: int | None, image_size: int, feature: str
-) -> tuple[np.ndarray, np.ndarray, ImageDataset]:
-    """Features and labels of a split, images resized to ``image_size`` (cached)."""
+def split_request(ctx: EvalContext, split: str, n: int | None, image_size: int) -> FeatureRequest:
+    """The images of a split resized to ``image_size``, as a feature-store request."""
     dataset = ctx.open(split, n=n)
-    feats = ctx.store.get(
+    return FeatureRequest(
         dataset,
         view_key(image_size, image_size, None, ctx.seed),
         view_batches(dataset, image_size, image_size),
         label=f"{dataset.name}/{split}",
     )
-    return select_feature(feats, feature).numpy(), dataset.labels, dataset
+
+
+def labelled_requests(
+    ctx: EvalContext, n_train: int | None, n_test: int | None, image_size: int
+) -> list[FeatureRequest]:
+    """The train and test requests of :func:`labelled_splits`."""
+    return [
+        split_request(ctx, "train", n_train, image_size),
+        split_request(ctx, "test", n_test, image_size),
+    ]
+
+
+def encode_split(
+    ctx: EvalContext, split: str, n: int | None, image_size: int, feature: str
+) -> tuple[np.ndarray, np.ndarray, ImageDataset]:
+    """Features and labels of a split, images resized to ``image_size`` (cached)."""
+    request = split_request(ctx, split, n, image_size)
+    feats = ctx.store.fetch(request)
+    return select_feature(feats, feature).numpy(), request.dataset.labels, request.dataset
 
 
 def check_labelled_dataset(
@@ -140,10 +159,16 @@ def labelled_splits(
 
 @PROTOCOLS.register("knn")
 class Knn(Protocol):
-    """DINO's temperature-weighted kNN vote on L2-normalised frozen features."""
+    """DINO's temperature-weighted kNN vote on L2-normalised frozen features.
+
+    Runs on the evaluation device (``--device``), in bounded memory (:mod:`eqbench.eval.knn`).
+    A ``k`` above the number of training samples is capped, and the change is recorded in the
+    result's ``adjustments``.
+    """
 
     Config = KnnConfig
     metrics = ("top1_k10", "top1_k20", "top1_k100", "top1_k200", "top5_k20")
+    units = dict.fromkeys(metrics, "percent")
 
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
         cfg: KnnConfig = config
@@ -155,11 +180,22 @@ class Knn(Protocol):
             )
         check_labelled_dataset(dataset, seed, cfg.n_train, cfg.n_test)
 
+    def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest]:
+        cfg: KnnConfig = config
+        return labelled_requests(ctx, cfg.n_train, cfg.n_test, cfg.image_size)
+
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: KnnConfig = config
         x_tr, y_tr, x_te, y_te, num_classes = labelled_splits(
             ctx, cfg.n_train, cfg.n_test, cfg.image_size, cfg.feature
         )
+        used = effective_ks(cfg.ks, len(y_tr))
+        if used != list(cfg.ks):
+            reason = (
+                f"k capped at the {len(y_tr)} training samples; metric names keep the requested k"
+            )
+            ctx.adjustments["ks"] = {"requested": list(cfg.ks), "used": used, "reason": reason}
+            logger.warning("task kNN: ks %s -> %s (%s)", list(cfg.ks), used, reason)
         res = knn_classify(
             x_tr,
             y_tr,
@@ -168,6 +204,7 @@ class Knn(Protocol):
             ks=tuple(cfg.ks),
             temperature=cfg.temperature,
             num_classes=num_classes,
+            device=ctx.store.device,
         )
         return {k: [float(v)] for k, v in res.items()}
 
@@ -178,10 +215,17 @@ class Linear(Protocol):
 
     Config = LinearConfig
     metrics = ("top1", "top5", "val_top1", "best_c")
+    units: ClassVar[dict[str, str]] = dict(
+        top1="percent", top5="percent", val_top1="percent", best_c="value"
+    )
 
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
         cfg: LinearConfig = config
         check_labelled_dataset(dataset, seed, cfg.n_train, cfg.n_test)
+
+    def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest]:
+        cfg: LinearConfig = config
+        return labelled_requests(ctx, cfg.n_train, cfg.n_test, cfg.image_size)
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: LinearConfig = config

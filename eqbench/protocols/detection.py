@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -213,6 +213,8 @@ class MaskRcnn(Protocol):
         "mask_ap75",
         "train_s",
     )
+    units: ClassVar[dict[str, str]] = dict(dict.fromkeys(metrics[:-1], "percent"), train_s="s")
+    lower_is_better = frozenset({"train_s"})
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: MaskRcnnConfig = config

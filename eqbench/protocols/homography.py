@@ -132,6 +132,8 @@ class Homography(Protocol):
 
     Config = HomographyConfig
     metrics = ("mce", "mce_identity", "mce_train", "mce_val")
+    units = dict.fromkeys(metrics, "px")
+    lower_is_better = frozenset(metrics)
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: HomographyConfig = config

@@ -11,9 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eqbench.eval.invariance import invariance_score
-from eqbench.features.store import check_feature
+from eqbench.features.store import FeatureRequest, check_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
-from eqbench.protocols.transform_prediction import TransformPredictionConfig, encode_pairs
+from eqbench.protocols.transform_prediction import (
+    TransformPredictionConfig,
+    encode_pairs,
+    pair_requests,
+)
 
 
 @dataclass(frozen=True)
@@ -38,17 +42,27 @@ class Invariance(Protocol):
 
     Config = InvarianceConfig
     metrics = ("invariance", "cos_pair", "cos_unrelated")
+    units = dict.fromkeys(metrics, "score")
+
+    def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest]:
+        cfg: InvarianceConfig = config
+        identity, transformed, _, _ = pair_requests(_pairs(cfg), ctx, "test", cfg.n_test)
+        return [identity, transformed]
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: InvarianceConfig = config
-        pairs = TransformPredictionConfig(
-            transformation=cfg.transformation,
-            options=cfg.options,
-            n_test=cfg.n_test,
-            image_size=cfg.image_size,
-            context_ratio=cfg.context_ratio,
-            feature=cfg.feature,
-        )
-        f_id, f_g, _, _ = encode_pairs(pairs, ctx, "test", cfg.n_test)
+        f_id, f_g, _, _ = encode_pairs(_pairs(cfg), ctx, "test", cfg.n_test)
         res = invariance_score(f_id.numpy(), f_g.numpy(), seed=ctx.seed)
         return {k: [float(res[k])] for k in self.metrics}
+
+
+def _pairs(cfg: InvarianceConfig) -> TransformPredictionConfig:
+    """The transform-prediction options whose test pairs (and cache entries) this task reads."""
+    return TransformPredictionConfig(
+        transformation=cfg.transformation,
+        options=cfg.options,
+        n_test=cfg.n_test,
+        image_size=cfg.image_size,
+        context_ratio=cfg.context_ratio,
+        feature=cfg.feature,
+    )

@@ -159,6 +159,7 @@ class SegmentationFinetune(_OpenMMLabProtocol):
 
     Config = SegmentationFinetuneConfig
     metrics = ("miou", "macc", "aacc")
+    units = dict.fromkeys(metrics, "percent")
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         from eqbench.openmmlab import require_openmmlab
@@ -193,6 +194,7 @@ class DetectionMmdet(_OpenMMLabProtocol):
 
     Config = DetectionMmdetConfig
     metrics = tuple(COCO_METRICS.values())
+    units = dict.fromkeys(metrics, "percent")
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         from eqbench.openmmlab import require_openmmlab

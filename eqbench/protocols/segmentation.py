@@ -91,6 +91,7 @@ class SegmentationLinear(Protocol):
 
     Config = SegmentationLinearConfig
     metrics = ("miou", "macc", "aacc", "miou_majority", "aacc_majority")
+    units = dict.fromkeys(metrics, "percent")
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: SegmentationLinearConfig = config

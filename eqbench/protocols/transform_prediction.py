@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from eqbench.errors import ConfigError
 from eqbench.eval.probes import ProbeConfig, ProbeKind, fit_classification, fit_regression
-from eqbench.features.store import check_feature, select_feature
+from eqbench.features.store import FeatureRequest, check_feature, select_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, generator
 from eqbench.protocols.views import context_size, view_batches, view_key
 from eqbench.transforms import Transformation, build_transform
@@ -70,6 +70,36 @@ class TransformPredictionConfig:
             raise ValueError("probe_seeds must be at least 1")
 
 
+def pair_requests(
+    cfg: TransformPredictionConfig, ctx: EvalContext, split: str, n: int
+) -> tuple[FeatureRequest, FeatureRequest, torch.Tensor, Transformation]:
+    """The views ``I`` and ``g_θ I`` of ``n`` images of ``split`` as feature-store requests.
+
+    Returns:
+        ``(identity request, transformed request, params (n, P), transformation)``; θ is
+        sampled from a generator seeded by the data seed and split, so every call (and every
+        process) gets the same.
+    """
+    transform = build_transform(cfg.transformation, cfg.image_size, **cfg.options)
+    context = context_size(cfg.image_size, cfg.context_ratio, [transform])
+    dataset = ctx.open(split, n=n)
+    params = transform.sample(len(dataset), generator(ctx.seed, split, transform.name, "params"))
+    identity = FeatureRequest(
+        dataset,
+        view_key(cfg.image_size, context, None, ctx.seed),
+        view_batches(dataset, cfg.image_size, context),
+        label=f"{dataset.name}/{split} identity",
+    )
+    transformed = FeatureRequest(
+        dataset,
+        view_key(cfg.image_size, context, transform, ctx.seed),
+        view_batches(dataset, cfg.image_size, context, transform, params),
+        extra={"params": params},
+        label=f"{dataset.name}/{split} {transform.name}",
+    )
+    return identity, transformed, params, transform
+
+
 def encode_pairs(
     cfg: TransformPredictionConfig, ctx: EvalContext, split: str, n: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Transformation]:
@@ -80,24 +110,9 @@ def encode_pairs(
     Returns:
         ``(f_identity (n, D), f_transformed (n, D), params (n, P), transformation)``.
     """
-    transform = build_transform(cfg.transformation, cfg.image_size, **cfg.options)
-    context = context_size(cfg.image_size, cfg.context_ratio, [transform])
-    dataset = ctx.open(split, n=n)
-    n = len(dataset)
-    params = transform.sample(n, generator(ctx.seed, split, transform.name, "params"))
-    f_id = ctx.store.get(
-        dataset,
-        view_key(cfg.image_size, context, None, ctx.seed),
-        view_batches(dataset, cfg.image_size, context),
-        label=f"{dataset.name}/{split} identity",
-    )
-    f_tr = ctx.store.get(
-        dataset,
-        view_key(cfg.image_size, context, transform, ctx.seed),
-        view_batches(dataset, cfg.image_size, context, transform, params),
-        extra={"params": params},
-        label=f"{dataset.name}/{split} {transform.name}",
-    )
+    identity, transformed, params, transform = pair_requests(cfg, ctx, split, n)
+    f_id = ctx.store.fetch(identity)
+    f_tr = ctx.store.fetch(transformed)
     if not torch.equal(f_tr["params"], params):
         raise ConfigError(
             "Cached transformation parameters differ from the ones sampled now; the feature "
@@ -117,6 +132,15 @@ class TransformPrediction(Protocol):
 
     Config = TransformPredictionConfig
     metrics = ("r2_mlp", "r2_linear", "acc_mlp", "acc_linear", "chance")
+    units: ClassVar[dict[str, str]] = dict(
+        r2_mlp="r2", r2_linear="r2", acc_mlp="percent", acc_linear="percent", chance="percent"
+    )
+
+    def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest]:
+        cfg: TransformPredictionConfig = config
+        train = pair_requests(cfg, ctx, "train", cfg.n_train)
+        test = pair_requests(cfg, ctx, "test", cfg.n_test)
+        return [train[0], train[1], test[0], test[1]]
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: TransformPredictionConfig = config

@@ -145,6 +145,7 @@ class VideoPropagation(Protocol):
 
     Config = VideoPropagationConfig
     metrics = ("jf", "j", "f", "jf_copy_first", "j_copy_first", "f_copy_first")
+    units = dict.fromkeys(metrics, "percent")
 
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
         open_videos(dataset, config.n_test, seed)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eqbench.results.leaderboard import formatted, leaderboard
+from eqbench.results.leaderboard import column_units, formatted, leaderboard
 
 SUMMARY = "mean R² (synthetic)"
 KNN = "classification/knn"
@@ -75,9 +75,9 @@ def map_plot(means: pd.DataFrame) -> str | None:
         return _svg(fig)
 
 
-def bars_plot(means: pd.DataFrame, metrics: dict[str, str]) -> str | None:
+def bars_plot(means: pd.DataFrame, units: dict[str, str]) -> str | None:
     """R² per synthetic transformation, one bar group per transformation."""
-    cols = [c for c in means.columns if c.startswith("synthetic/") and metrics[c].startswith("r2")]
+    cols = [c for c in means.columns if c.startswith("synthetic/") and units.get(c) == "r2"]
     if not cols:
         return None
     import matplotlib
@@ -115,7 +115,8 @@ def to_html(results_dir: Path, title: str = "eqbench leaderboard") -> str:
     if table.empty:
         parts.append("<p>No results yet. Run <code>eqbench eval</code> first.</p></body></html>")
         return "\n".join(parts) + "\n"
-    means, _, metrics = leaderboard(results_dir)
+    means, _, _ = leaderboard(results_dir)
+    units = column_units(results_dir)
     parts.append(
         f"<p>{len(table.index)} models, {len(table.columns)} columns; generated from "
         f"<code>{html.escape(results_dir.name)}/</code> by <code>eqbench leaderboard</code>. "
@@ -134,7 +135,7 @@ def to_html(results_dir: Path, title: str = "eqbench leaderboard") -> str:
     parts.append("</tbody></table>")
     for svg, caption in (
         (map_plot(means), "The equivariance–invariance map: mean synthetic R² against kNN top-1."),
-        (bars_plot(means, metrics), "R² of the MLP probe per synthetic transformation."),
+        (bars_plot(means, units), "R² of the MLP probe per synthetic transformation."),
     ):
         if svg:
             parts.append(f"<figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>")

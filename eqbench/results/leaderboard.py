@@ -19,11 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+from eqbench.protocols.base import metric_unit
 from eqbench.results.records import load_results
 
-#: Protocols whose primary metric is an R² of the synthetic probes (for the summary column).
-R2_METRICS = ("r2_mlp", "r2_linear")
-PERCENT_METRICS_PREFIX = ("top1", "top5", "acc", "miou", "macc", "aacc", "box_ap", "mask_ap")
 #: Appended to the column of a task whose primary metric is lower-is-better.
 LOWER_IS_BETTER_MARK = " ↓"
 
@@ -57,6 +55,7 @@ def results_frame(results_dir: Path) -> pd.DataFrame:
                 "feature": str(r.get("config", {}).get("feature", "")),
                 "seed": r["seed"],
                 "metric": r["primary_metric"],
+                "unit": metric_unit(r.get("protocol", ""), r["primary_metric"]),
                 "higher_is_better": r.get("higher_is_better", True),
                 "mean": primary["mean"],
                 "std": primary["std"],
@@ -83,6 +82,7 @@ def _cells(results_dir: Path) -> pd.DataFrame:
             std_probe=("std", "first"),
             n_seeds=("seed", "nunique"),
             metric=("metric", "first"),
+            unit=("unit", "first"),
             overrides=("overrides", "first"),
             higher_is_better=("higher_is_better", "first"),
         )
@@ -104,6 +104,9 @@ def _cells(results_dir: Path) -> pd.DataFrame:
     return cells
 
 
+SUMMARY = "mean R² (synthetic)"
+
+
 def leaderboard(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """``(means, stds, metric_by_column)``: models × columns, plus each column's metric name.
 
@@ -116,14 +119,28 @@ def leaderboard(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str
     means = cells.pivot(index="model", columns="column", values="mean")
     stds = cells.pivot(index="model", columns="column", values="std")
     metrics = dict(zip(cells["column"], cells["metric"], strict=True))
-    r2_cols = [c for c in means.columns if c.startswith("synthetic/") and metrics[c] in R2_METRICS]
+    r2_cols = r2_columns(cells)
     if r2_cols:
-        summary = "mean R² (synthetic)"
-        means[summary] = means[r2_cols].mean(axis=1, skipna=False)
-        stds[summary] = float("nan")
-        metrics[summary] = "r2_mlp"
-    order = sorted(means.columns, key=lambda c: (c != "mean R² (synthetic)", c))
+        means[SUMMARY] = means[r2_cols].mean(axis=1, skipna=False)
+        stds[SUMMARY] = float("nan")
+        metrics[SUMMARY] = "r2_mlp"
+    order = sorted(means.columns, key=lambda c: (c != SUMMARY, c))
     return means[order].sort_index(), stds[order].sort_index(), metrics
+
+
+def column_units(results_dir: Path) -> dict[str, str]:
+    """Each column's unit, as its protocol declares it (:data:`eqbench.protocols.base.UNITS`)."""
+    cells = _cells(results_dir)
+    if cells.empty:
+        return {}
+    units = dict(zip(cells["column"], cells["unit"], strict=True))
+    return {**units, SUMMARY: "r2"}
+
+
+def r2_columns(cells: pd.DataFrame) -> list[str]:
+    """The synthetic-probe columns whose primary metric is an R² (the summary column's)."""
+    r2 = cells[cells["column"].str.startswith("synthetic/") & (cells["unit"] == "r2")]
+    return sorted(set(r2["column"]))
 
 
 def features_read(results_dir: Path) -> pd.DataFrame:
@@ -141,11 +158,12 @@ def _named(feature: object) -> bool:
     return isinstance(feature, str) and bool(feature)
 
 
-def format_cell(mean: float, std: float, metric: str) -> str:
-    """``61.2 ± 0.4`` for percentages, ``0.734 ± 0.012`` for R² and scores; ``—`` if missing."""
+def format_cell(mean: float, std: float, unit: str) -> str:
+    """``61.2 ± 0.4`` for percentages, ``0.734 ± 0.012`` for R² and other units; ``—`` if
+    missing. ``unit``: the metric's unit (:func:`eqbench.protocols.base.metric_unit`)."""
     if pd.isna(mean):
         return "—"
-    if metric.startswith(PERCENT_METRICS_PREFIX):
+    if unit == "percent":
         text = f"{100 * mean:.1f}"
         return text + (f" ± {100 * std:.1f}" if not pd.isna(std) and std > 0 else "")
     text = f"{mean:.3f}"
@@ -154,13 +172,14 @@ def format_cell(mean: float, std: float, metric: str) -> str:
 
 def formatted(results_dir: Path) -> pd.DataFrame:
     """The leaderboard as strings (models × columns)."""
-    means, stds, metrics = leaderboard(results_dir)
+    means, stds, _ = leaderboard(results_dir)
+    units = column_units(results_dir)
     features = features_read(results_dir)
     out = means.copy().astype(object)
     for col in means.columns:
         shown = features[col] if col in features.columns else None
         out[col] = [
-            format_cell(m, s, metrics[col])
+            format_cell(m, s, units[col])
             + (f" ({shown[model]})" if shown is not None and _named(shown.get(model)) else "")
             for model, m, s in zip(means.index, means[col], stds[col], strict=True)
         ]

@@ -60,6 +60,9 @@ class ResultRecord:
     wall_time_s: float
     #: what eqbench changed for the model, e.g. ``image_size`` snapped to the patch size
     adjustments: dict[str, Any] = field(default_factory=dict)
+    #: where the weights came from: ``random init (seed 0)``, ``hf-hub:REPO/FILE@REVISION`` (the
+    #: cached file a pretrained name resolved to), a weights path; ``None`` for checkpoints
+    weights: str | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 

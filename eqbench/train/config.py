@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from eqbench.backbones.options import check_backbone_options
-from eqbench.config import from_dict, to_dict
+from eqbench.config import apply_overrides, from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.registry import did_you_mean
 from eqbench.yamlfiles import read_with_includes
@@ -209,21 +209,6 @@ def resolve_config_path(name_or_path: str) -> Path:
         f"Unknown pretraining config '{name_or_path}' (no such file, no such name).{hint} "
         f"Shipped configs: {', '.join(names) or 'none'} (in {configs_dir()})."
     )
-
-
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with ``overrides`` applied; ``a.b`` keys set entry ``b`` of mapping ``a``."""
-    out = dict(data)
-    for key, value in overrides.items():
-        head, dot, rest = key.partition(".")
-        if dot:
-            inner = out.get(head, {})
-            if not isinstance(inner, dict):
-                raise ConfigError(f"Cannot --set '{key}': '{head}' is not a mapping.")
-            out[head] = apply_overrides(inner, {rest: value})
-        else:
-            out[key] = value
-    return out
 
 
 def load_pretrain_config(

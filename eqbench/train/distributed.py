@@ -1,4 +1,5 @@
-"""Process-group set-up for multi-process training launched by ``torchrun``.
+"""Process-group set-up for multi-process runs launched by ``torchrun`` (pretraining and
+``eqbench eval``).
 
 When ``RANK`` and ``WORLD_SIZE`` are in the environment (``torchrun`` sets them, with
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``) the default process group is initialised:
@@ -59,6 +60,21 @@ class DistContext:
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
+
+    def gather_object(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj`` in rank order on rank 0, ``None`` on the other ranks (what only
+        rank 0 needs, without a copy on every rank)."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] | None = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+
+def launched_rank() -> int:
+    """This process's global rank as ``torchrun`` (or submitit's export) set it, 0 when the run
+    is a single process; readable before :func:`setup`."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def setup(device_name: str) -> DistContext:

@@ -26,7 +26,7 @@ CLUSTERS = ("slurm", "local")
 
 @dataclass
 class SlurmOptions:
-    """Resources of a submitted pretraining job.
+    """Resources of a submitted job (pretraining or evaluation).
 
     Attributes:
         cluster: ``slurm`` (sbatch) or ``local`` (processes on this machine).
@@ -67,7 +67,8 @@ class SlurmOptions:
         return self.gpus_per_node or self.tasks_per_node
 
 
-def _submitit() -> Any:
+def load_submitit() -> Any:
+    """The ``submitit`` module, or an error naming how to install it."""
     try:
         import submitit
     except ImportError:
@@ -78,62 +79,27 @@ def _submitit() -> Any:
     return submitit
 
 
-class PretrainJob:
-    """The callable submitit runs in every task: set up torch.distributed's environment from
-    SLURM's, then pretrain (resuming when the run folder already holds a checkpoint)."""
-
-    def __init__(self, cfg: PretrainConfig, out: Path, resume: bool) -> None:
-        self.cfg, self.out, self.resume = cfg, out, resume
-
-    def __call__(self) -> str:
-        submitit = _submitit()
-        from eqbench.allocator import keep_freed_memory
-        from eqbench.train.engine import pretrain
-
-        keep_freed_memory()
-
-        env = submitit.JobEnvironment()
-        if env.num_tasks > 1:
-            submitit.helpers.TorchDistributedEnvironment().export(
-                set_cuda_visible_devices=False, overwrite=True
-            )
-        resume = self.resume or (self.out / "checkpoint.pt").exists()
-        return str(pretrain(self.cfg, self.out, resume=resume))
-
-    def checkpoint(self) -> Any:
-        """Requeue after pre-emption or time-out; the new job resumes from the checkpoint."""
-        submitit = _submitit()
-        return submitit.helpers.DelayedSubmission(PretrainJob(self.cfg, self.out, resume=True))
-
-
-def submit_pretrain(
-    cfg: PretrainConfig, out: str | Path, options: SlurmOptions, resume: bool = False
-) -> Any:
-    """Submit a pretraining run; returns the submitit job (``job.result()`` waits for it).
-
-    Raises:
-        EqbenchError: submitit missing, or ``out`` already holds a run and ``resume`` is off.
-    """
-    submitit = _submitit()
-    out = Path(out)
-    if (out / "checkpoint.pt").exists() and not resume:
-        raise EqbenchError(
-            f"'{out}' already holds a pretraining run. Pass --resume to continue it, or choose "
-            "another --out."
+def export_distributed_environment() -> None:
+    """In a submitit task of a multi-task job, set the ``torchrun``-style ``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` from SLURM's variables
+    (:mod:`eqbench.train.distributed` reads them); nothing for a single task."""
+    submitit = load_submitit()
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(
+            set_cuda_visible_devices=False, overwrite=True
         )
-    if cfg.batch_size % (options.nodes * options.ntasks_per_node):
-        raise ConfigError(
-            f"batch_size {cfg.batch_size} does not split over "
-            f"{options.nodes * options.ntasks_per_node} tasks."
-        )
-    folder = options.folder or out / "slurm"
+
+
+def make_executor(options: SlurmOptions, folder: Path, name: str) -> Any:
+    """A submitit executor for ``options``, keeping its scripts and logs in ``folder``."""
+    submitit = load_submitit()
     executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster)
     params: dict[str, Any] = {
         "nodes": options.nodes,
         "tasks_per_node": options.ntasks_per_node,
         "cpus_per_task": options.cpus_per_task,
         "timeout_min": options.time_min,
-        "name": f"eqbench-{cfg.run_name}",
+        "name": name,
     }
     if options.gpus_per_node:
         params["gpus_per_node"] = options.gpus_per_node
@@ -146,6 +112,54 @@ def submit_pretrain(
             params["slurm_account"] = options.account
         params["slurm_signal_delay_s"] = 120
     executor.update_parameters(**params)
+    return executor
+
+
+class PretrainJob:
+    """The callable submitit runs in every task: set up torch.distributed's environment from
+    SLURM's, then pretrain (resuming when the run folder already holds a checkpoint)."""
+
+    def __init__(self, cfg: PretrainConfig, out: Path, resume: bool) -> None:
+        self.cfg, self.out, self.resume = cfg, out, resume
+
+    def __call__(self) -> str:
+        from eqbench.allocator import keep_freed_memory
+        from eqbench.train.engine import pretrain
+
+        keep_freed_memory()
+
+        export_distributed_environment()
+        resume = self.resume or (self.out / "checkpoint.pt").exists()
+        return str(pretrain(self.cfg, self.out, resume=resume))
+
+    def checkpoint(self) -> Any:
+        """Requeue after pre-emption or time-out; the new job resumes from the checkpoint."""
+        submitit = load_submitit()
+        return submitit.helpers.DelayedSubmission(PretrainJob(self.cfg, self.out, resume=True))
+
+
+def submit_pretrain(
+    cfg: PretrainConfig, out: str | Path, options: SlurmOptions, resume: bool = False
+) -> Any:
+    """Submit a pretraining run; returns the submitit job (``job.result()`` waits for it).
+
+    Raises:
+        EqbenchError: submitit missing, or ``out`` already holds a run and ``resume`` is off.
+    """
+    load_submitit()
+    out = Path(out)
+    if (out / "checkpoint.pt").exists() and not resume:
+        raise EqbenchError(
+            f"'{out}' already holds a pretraining run. Pass --resume to continue it, or choose "
+            "another --out."
+        )
+    if cfg.batch_size % (options.nodes * options.ntasks_per_node):
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} does not split over "
+            f"{options.nodes * options.ntasks_per_node} tasks."
+        )
+    folder = options.folder or out / "slurm"
+    executor = make_executor(options, folder, f"eqbench-{cfg.run_name}")
     job = executor.submit(PretrainJob(cfg, out, resume))
     logger.info("submitted job %s (logs in %s)", job.job_id, folder)
     return job

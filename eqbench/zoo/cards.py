@@ -3,7 +3,7 @@
 A card says what the checkpoint is and how to load it again, and pins it by hash::
 
     id: dino-vits16
-    format: dino            # eqbench.zoo.formats
+    format: dino            # eqbench.checkpoints.formats
     arch: vit_small_patch16_224
     weights: /data/ckpt/dino_deitsmall16_pretrain.pth
     sha256: 3f0c...

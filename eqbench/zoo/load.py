@@ -11,7 +11,9 @@ from torch import Tensor
 
 from eqbench.backbones import Encoder, TimmEncoder
 from eqbench.checkpoints.eqbench_format import check_state_dict, load_eqbench_checkpoint
+from eqbench.checkpoints.formats import FORMATS, NORMALIZATION, detect_format
 from eqbench.checkpoints.safe_load import load_state_file
+from eqbench.checkpoints.schemes import scheme
 from eqbench.checkpoints.spec import (
     LoadedModel,
     adapt_timm_state,
@@ -20,7 +22,6 @@ from eqbench.checkpoints.spec import (
 )
 from eqbench.errors import CheckpointError
 from eqbench.zoo.cards import read_card, weights_path
-from eqbench.zoo.formats import FORMATS, NORMALIZATION, detect_format
 
 
 @dataclass
@@ -125,6 +126,11 @@ def load_foreign(
     return Foreign(encoder, fmt, arch, dropped, notes, _preprocessing(encoder, source))
 
 
+@scheme(
+    "zoo",
+    forms=("zoo:<id>",),
+    help="a model-zoo card (model_zoo/<id>.yaml): its weights, checked against the card's sha256",
+)
 def load_zoo(spec: str, card_id: str, img_size: int) -> LoadedModel:
     """``zoo:<id>``: the card's weights, after checking their sha256 against the card."""
     card = read_card(card_id)

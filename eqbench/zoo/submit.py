@@ -59,7 +59,7 @@ def submit(
     Args:
         checkpoint: the weight file.
         card_id: the zoo id (letters, digits, ``.``, ``_``, ``-``).
-        fmt: a format of :data:`eqbench.zoo.formats.FORMATS`, ``eqbench`` or ``auto``.
+        fmt: a format of :data:`eqbench.checkpoints.formats.FORMATS`, ``eqbench`` or ``auto``.
         arch: the backbone (a timm name); read from the file for eqbench checkpoints.
         source: where the weights come from (URL, paper).
         licence: the weights' licence.

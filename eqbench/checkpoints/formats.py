@@ -54,7 +54,6 @@ from torch import Tensor
 from eqbench.backbones.base import IMAGENET_MEAN, IMAGENET_STD
 from eqbench.errors import CheckpointError
 from eqbench.registry import Registry
-from eqbench.zoo import FORMAT_NAMES
 
 
 @dataclass
@@ -101,7 +100,7 @@ NORMALIZATION: dict[str, Normalization] = {
 }
 
 Converter = Callable[[dict[str, Any]], Converted]
-FORMATS: Registry[Converter] = Registry("checkpoint format", "eqbench submit --help")
+FORMATS: Registry[Converter] = Registry("checkpoint format", "eqbench ls formats")
 
 
 def _tensors(d: dict[str, Any]) -> dict[str, Tensor]:
@@ -388,3 +387,8 @@ def detect_format(obj: dict[str, Any], metadata: dict[str, str]) -> str:
         f"Lightning checkpoint); top-level keys: {', '.join(list(obj)[:6])}. "
         f"Pass --format (one of {', '.join(FORMAT_NAMES)})."
     )
+
+
+#: Every format ``eqbench submit --format`` and zoo cards accept: eqbench's own, then the
+#: registered converters (derived from :data:`FORMATS`, so a new converter is listed by itself).
+FORMAT_NAMES = ("eqbench", *FORMATS.names())
