@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from eqbench.backbones.pixels import PixelEncoder
-from eqbench.checkpoints import LoadedModel, load_model
+from eqbench.checkpoints import LoadedModel
 from eqbench.cli import main
 from eqbench.data import load_dataset
 from eqbench.data.base import DatasetSpec
@@ -34,6 +34,7 @@ from eqbench.eval.depth_metrics import (
     sig_loss,
 )
 from eqbench.features.store import FeatureStore
+from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.protocols.depth import DepthLinearConfig
 from eqbench.tables.papers import build, mapping_lines, table_spec

@@ -55,6 +55,7 @@ UNITS = {
     "r2": "coefficient of determination (at most 1)",
     "score": "a plain number",
     "px": "pixels",
+    "m": "metres",
     "s": "seconds",
     "value": "a hyper-parameter the protocol selected",
 }

@@ -17,7 +17,7 @@ the training split's mean depth everywhere is scored beside it (``*_mean_depth``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -198,6 +198,12 @@ def score_test(
             progress.advance(bar, len(samples))
 
 
+#: RMSE in metres, AbsRel and log10 plain ratios, the δ thresholds fractions of pixels.
+UNITS_BY_ERROR = dict(
+    rmse="m", abs_rel="score", log10="score", delta1="percent", delta2="percent", delta3="percent"
+)
+
+
 @PROTOCOLS.register("depth_linear")
 class DepthLinear(Protocol):
     """dinov2's linear depth head on frozen patch (+ CLS) tokens; RMSE, AbsRel, log10, δ."""
@@ -207,6 +213,13 @@ class DepthLinear(Protocol):
         *ERRORS,
         *(f"{name}_mean_depth" for name in ERRORS),
         "rmse_margin",
+    )
+    units: ClassVar[dict[str, str]] = {
+        **{f"{e}{s}": u for e, u in UNITS_BY_ERROR.items() for s in ("", "_mean_depth")},
+        "rmse_margin": "m",
+    }
+    lower_is_better = frozenset(
+        f"{e}{s}" for e in ("rmse", "abs_rel", "log10") for s in ("", "_mean_depth")
     )
 
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
