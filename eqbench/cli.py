@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from eqbench.allocator import keep_freed_memory
+from eqbench.demo import DEMO_MODELS
 from eqbench.errors import EqbenchError
 from eqbench.train.cli import submit_options
 
@@ -377,10 +378,13 @@ def data_export_command(
 )
 @click.option(
     "--models",
-    default="vicreg,tir+vicreg",
+    default="vicreg,tir+vicreg,tir+vicreg-control",
     show_default=True,
-    help="Comma-separated: vicreg, tir+vicreg, tir+vicreg-control (same rotated view, no "
-    "reconstruction).",
+    help="Comma-separated, from: "
+    + ", ".join(DEMO_MODELS)
+    + ". tir+vicreg-control is TIR's matched control (same rotated view and split, lambda = 0: "
+    "no reconstruction); -k1/-k3 the K ablation; -lambda0.1/-lambda5 the reconstruction-weight "
+    "sweep; rotation_supervised the probes' positive control.",
 )
 @click.option("--steps", default=200, show_default=True, type=int, help="Pretraining steps each.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Pretraining and data seed.")
@@ -416,10 +420,11 @@ def demo_command(
     no_cache: bool,
     quiet: bool,
 ) -> None:
-    """The main job: pretrain VICReg and TIR+VICReg on the built-in photos (same seed and steps),
-    evaluate both on the synthetic probes and kNN, and print the leaderboard.
+    """The main job: pretrain VICReg, TIR+VICReg and TIR's matched control (lambda = 0) on the
+    built-in photos (same seed and steps), evaluate them on the synthetic probes and kNN, and print
+    the leaderboard.
 
-    About ten minutes on two CPU cores. Re-running reuses finished runs and resumes interrupted
+    About fifteen minutes on two CPU cores. Re-running reuses finished runs and resumes interrupted
     ones; results go to OUT/results (`eqbench leaderboard --results-dir OUT/results`).
     """
     from eqbench.demo import DemoConfig, run_demo
