@@ -190,6 +190,15 @@ def available_configs() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
+def configs_by_method() -> dict[str, list[str]]:
+    """The shipped configs of each method, read from their (included) ``method:`` key."""
+    out: dict[str, list[str]] = {}
+    for name in available_configs():
+        method = read_config_file(configs_dir() / f"{name}.yaml").get("method")
+        out.setdefault(str(method), []).append(name)
+    return out
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping in ``path`` with its ``include:`` chain resolved."""
     return read_with_includes(path, "Config")
