@@ -62,10 +62,10 @@ def listing(what: str) -> tuple[Rows, tuple[str, ...]]:
             (f"{n}:", " | ".join(SCHEMES.get(n).forms), SCHEMES.get(n).help) for n in SCHEMES
         ], ("scheme", "forms", "loads")
     if what == "formats":
-        from eqbench.checkpoints.formats import FORMAT_NAMES, FORMATS
+        from eqbench.checkpoints.formats import FORMATS
 
         formats: Rows = [("eqbench", "eqbench's own checkpoints (eqbench pretrain)")]
-        formats += [(n, FORMATS.describe(n)) for n in FORMAT_NAMES if n in FORMATS]
+        formats += [(n, FORMATS.describe(n)) for n in FORMATS.names()]
         return formats, ("format", "description")
     if what == "zoo":
         from eqbench.errors import EqbenchError
