@@ -467,9 +467,9 @@ def tables_command(paper: str, number: str, fmt: str, results_dir: Path) -> None
 
 # ------------------------------------------------------------------------------------ submit / zoo
 def _format_help() -> str:
-    from eqbench.checkpoints.formats import FORMAT_NAMES
+    from eqbench.checkpoints.formats import format_names
 
-    return f"The checkpoint's format: auto (detected from its keys), {', '.join(FORMAT_NAMES)}."
+    return f"The checkpoint's format: auto (detected from its keys), {', '.join(format_names())}."
 
 
 @main.command("submit")
@@ -532,11 +532,11 @@ def submit_command(
           --id dino-vits16 --source https://github.com/facebookresearch/dino --suite core
       eqbench submit runs/tir/checkpoint.pt --id tir-demo
     """
-    from eqbench.checkpoints.formats import FORMAT_NAMES, FORMATS
+    from eqbench.checkpoints.formats import FORMATS, format_names
     from eqbench.config import parse_overrides
     from eqbench.zoo.submit import submit
 
-    if fmt not in ("auto", *FORMAT_NAMES):
+    if fmt not in ("auto", *format_names()):
         FORMATS.get(fmt)  # an unknown format: did-you-mean and the list, before any work
     done = submit(
         checkpoint,
