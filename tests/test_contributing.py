@@ -71,7 +71,16 @@ def restore(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def cli(*args: str) -> str:
-    out = CliRunner().invoke(main, list(args), env={"COLUMNS": "400"})
+    """Run the CLI with a console wide enough that no table cell wraps (the console's width is
+    fixed when it is created, so ``COLUMNS`` alone depends on what imported it first)."""
+    from eqbench.cli import console
+
+    width = console.width
+    console.width = 400
+    try:
+        out = CliRunner().invoke(main, list(args), env={"COLUMNS": "400"})
+    finally:
+        console.width = width
     assert out.exit_code == 0, out.output
     return out.output
 
