@@ -14,8 +14,10 @@ from eqbench.data import (
     davis,
     depth,
     digits,
+    figures,
     imagefolder,
     photos,
+    pose,
     scenes,
     shapes,
     voc,
@@ -23,6 +25,7 @@ from eqbench.data import (
 from eqbench.data.base import DATASETS, DatasetSpec, ImageDataset, load_dataset, resize_square
 from eqbench.data.dense import IGNORE_INDEX, SegmentationDataset
 from eqbench.data.depth import DepthDataset
+from eqbench.data.pose import PoseDataset
 from eqbench.data.video import VideoDataset
 
 #: One line per dataset: what it is and the layout ``PATH`` must have.
@@ -39,6 +42,8 @@ DESCRIPTIONS: dict[str, str] = {
     **davis.DESCRIPTIONS,
     **scenes.DESCRIPTIONS,
     **depth.DESCRIPTIONS,
+    **figures.DESCRIPTIONS,
+    **pose.DESCRIPTIONS,
 }
 
 __all__ = [
@@ -48,6 +53,7 @@ __all__ = [
     "DatasetSpec",
     "DepthDataset",
     "ImageDataset",
+    "PoseDataset",
     "SegmentationDataset",
     "VideoDataset",
     "load_dataset",
