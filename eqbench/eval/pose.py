@@ -27,9 +27,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from eqbench.eval.pose_metrics import encode_heatmaps
 
 log = logging.getLogger(__name__)
 
@@ -138,22 +141,44 @@ def learning_rate(step: int, cfg: PoseTraining) -> float:
     return lr
 
 
+def heatmap_batch(
+    keypoints: np.ndarray,
+    visible: np.ndarray,
+    heatmap_size: tuple[int, int],
+    input_size: tuple[int, int],
+    sigma: float,
+) -> tuple[Tensor, Tensor]:
+    """Targets ``(B, K, H, W)`` and weights ``(B, K)`` of keypoints ``(B, K, 2)`` in input
+    pixels (:func:`~eqbench.eval.pose_metrics.encode_heatmaps` per person)."""
+    pairs = [
+        encode_heatmaps(points, vis, heatmap_size, input_size, sigma)
+        for points, vis in zip(keypoints, visible, strict=True)
+    ]
+    maps = torch.from_numpy(np.stack([m for m, _ in pairs]))
+    return maps, torch.from_numpy(np.stack([w for _, w in pairs]))
+
+
 def train_pose_head(
     head: PoseHead,
     feats: Tensor,
-    heatmaps: Tensor,
-    weights: Tensor,
+    keypoints: np.ndarray,
+    visible: np.ndarray,
+    input_size: tuple[int, int],
+    sigma: float,
     cfg: PoseTraining,
     seed: int,
     device: torch.device,
 ) -> PoseHead:
-    """Fit ``head`` on frozen features.
+    """Fit ``head`` on frozen features; each batch's heatmap targets are made as it is drawn
+    (a split's worth of 64 × 64 maps would not fit in memory at MPII's size).
 
     Args:
         head: an untrained head (moved to ``device``).
         feats: ``(N, C, h, w)`` token maps of the training crops.
-        heatmaps: ``(N, K, 4h, 4w)`` targets (:func:`~eqbench.eval.pose_metrics.encode_heatmaps`).
-        weights: ``(N, K)`` target weights.
+        keypoints: ``(N, K, 2)`` joints in crop pixels.
+        visible: ``(N, K)`` bool.
+        input_size: ``(H, W)`` of the crops.
+        sigma: Gaussian of the targets in heatmap cells.
         cfg: optimiser settings.
         seed: seeds the batch order (the head is initialised by the caller).
         device: where to train.
@@ -161,13 +186,15 @@ def train_pose_head(
     head = head.to(device).train()
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
+    heat = (4 * int(feats.shape[-2]), 4 * int(feats.shape[-1]))
     for step in range(cfg.iterations):
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, cfg)
         idx = torch.randint(len(feats), (min(cfg.batch_size, len(feats)),), generator=gen)
         x = feats[idx].to(device)  # (B, C, h, w)
-        target, weight = heatmaps[idx].to(device), weights[idx].to(device)  # (B, K, H, W), (B, K)
-        loss = keypoint_mse_loss(head(x), target, weight)
+        rows = idx.numpy()
+        target, weight = heatmap_batch(keypoints[rows], visible[rows], heat, input_size, sigma)
+        loss = keypoint_mse_loss(head(x), target.to(device), weight.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -16,6 +16,7 @@ augmentation (ViTPose flips, rotates and rescales) and no flip test.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,7 +30,7 @@ from eqbench.data.pose import NUM_JOINTS, Crop, PoseDataset, PoseSample, crop_pe
 from eqbench.device import autocast
 from eqbench.errors import DatasetError
 from eqbench.eval.pose import DECODERS, PoseHead, PoseTraining, train_pose_head
-from eqbench.eval.pose_metrics import SCORES, PCKhScores, decode_heatmaps, encode_heatmaps
+from eqbench.eval.pose_metrics import SCORES, PCKhScores, decode_heatmaps
 from eqbench.features.store import FeatureStore
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 
@@ -108,7 +109,9 @@ def token_map(store: FeatureStore, crops: list[Crop]) -> Tensor:
     return patch.transpose(1, 2).reshape(patch.shape[0], -1, h, w)
 
 
-def batches(data: PoseDataset, size: int, batch: int) -> Any:
+def batches(
+    data: PoseDataset, size: int, batch: int
+) -> Iterator[tuple[list[PoseSample], list[Crop]]]:
     """``(samples, crops)`` of ``data`` in batches of ``batch``."""
     for lo in range(0, len(data), batch):
         samples = [data.sample(i) for i in range(lo, min(lo + batch, len(data)))]
@@ -117,42 +120,34 @@ def batches(data: PoseDataset, size: int, batch: int) -> Any:
 
 def encode_train(
     store: FeatureStore, data: PoseDataset, cfg: PoseConfig
-) -> tuple[Tensor, Tensor, Tensor, np.ndarray]:
-    """Token maps ``(N, D, h, w)`` on the CPU, heatmap targets ``(N, K, 4h, 4w)``, their
-    weights ``(N, K)``, and the mean pose ``(K, 2)`` in crop pixels."""
+) -> tuple[Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    """Token maps ``(N, D, h, w)`` on the CPU, joints ``(N, K, 2)`` in crop pixels, their
+    visibility ``(N, K)``, and the mean pose ``(K, 2)`` in crop pixels (each joint over the
+    people where it is visible; the crop centre for a joint never visible)."""
     feats: list[Tensor] = []
-    targets: list[np.ndarray] = []
-    weights: list[np.ndarray] = []
-    total, count = np.zeros((NUM_JOINTS, 2)), np.zeros(NUM_JOINTS)
-    size = cfg.image_size
-    for samples, crops in batches(data, size, store.batch_size):
-        x = token_map(store, crops).cpu()
-        feats.append(x)
-        heat = (4 * int(x.shape[-2]), 4 * int(x.shape[-1]))
+    joints: list[np.ndarray] = []
+    visible: list[np.ndarray] = []
+    for samples, crops in batches(data, cfg.image_size, store.batch_size):
+        feats.append(token_map(store, crops).cpu())
         for sample, crop in zip(samples, crops, strict=True):
-            joints = crop.to_crop(sample.joints.astype(np.float64))
-            maps, weight = encode_heatmaps(joints, sample.visible, heat, (size, size), cfg.sigma)
-            targets.append(maps)
-            weights.append(weight)
-            total[sample.visible] += joints[sample.visible]
-            count += sample.visible
-    seen = count > 0
-    mean_pose = np.full((NUM_JOINTS, 2), size / 2)
-    mean_pose[seen] = total[seen] / count[seen, None]
-    if not any(w.any() for w in weights):
+            joints.append(crop.to_crop(sample.joints.astype(np.float64)))
+            visible.append(np.asarray(sample.visible, dtype=bool))
+    points, seen = np.stack(joints), np.stack(visible)  # (N, K, 2), (N, K)
+    count = seen.sum(axis=0)
+    mean_pose = np.full((NUM_JOINTS, 2), cfg.image_size / 2)
+    total = (points * seen[..., None]).sum(axis=0)
+    mean_pose[count > 0] = total[count > 0] / count[count > 0, None]
+    inside = seen & (points > -0.5).all(axis=-1) & (points < cfg.image_size - 0.5).all(axis=-1)
+    if not inside.any():
         raise DatasetError(
             f"The train split of '{data.name}' has no visible joint inside its person crops: "
             "nothing to train on. Check joints_vis, center and scale."
         )
-    return (
-        torch.cat(feats),
-        torch.from_numpy(np.stack(targets)),
-        torch.from_numpy(np.stack(weights)),
-        mean_pose,
-    )
+    return torch.cat(feats), points, seen, mean_pose
 
 
 def check_test_sample(sample: PoseSample, data: PoseDataset) -> None:
+    """Refuse a test person PCKh cannot normalise (no positive head size)."""
     if not sample.head_size > 0:
         raise DatasetError(
             f"A test person of '{data.name}' has no head size ({sample.head_size}); PCKh divides "
@@ -183,21 +178,17 @@ def score_test(
     ) as progress:
         bar = progress.add_task(data.name, total=len(data))
         for samples, crops in batches(data, cfg.image_size, store.batch_size):
+            for sample in samples:
+                check_test_sample(sample, data)
             x = token_map(store, crops)
             for head, score in zip(heads, scores, strict=True):
                 pred = decode_heatmaps(head(x).float().cpu().numpy(), size)  # (B, K, 2) crop px
                 for row, (sample, crop) in enumerate(zip(samples, crops, strict=True)):
-                    check_test_sample(sample, data)
-                    score.add(
-                        crop.to_image(pred[row].astype(np.float64)),
-                        sample.joints,
-                        sample.visible,
-                        sample.head_size,
-                    )
+                    guess = crop.to_image(pred[row].astype(np.float64))  # image pixels
+                    score.add(guess, sample.joints, sample.visible, sample.head_size)
             for sample, crop in zip(samples, crops, strict=True):
-                baseline.add(
-                    crop.to_image(mean_pose), sample.joints, sample.visible, sample.head_size
-                )
+                guess = crop.to_image(mean_pose)
+                baseline.add(guess, sample.joints, sample.visible, sample.head_size)
             progress.advance(bar, len(samples))
 
 
@@ -218,16 +209,24 @@ class PoseHeatmap(Protocol):
         cfg: PoseConfig = config
         train = open_pose(ctx.dataset, "train", cfg.n_train, ctx.seed)
         test = open_pose(ctx.dataset, "test", cfg.n_test, ctx.seed)
-        feats, heatmaps, weights, mean_pose = encode_train(ctx.store, train, cfg)
+        feats, joints, visible, mean_pose = encode_train(ctx.store, train, cfg)
         heads = []
         for i in range(cfg.probe_seeds):
             torch.manual_seed(ctx.seed + i)
             head = PoseHead(int(feats.shape[1]), NUM_JOINTS, cfg.decoder, cfg.deconv_filters)
-            heads.append(
-                train_pose_head(
-                    head, feats, heatmaps, weights, cfg.training(), ctx.seed + i, ctx.store.device
-                )
+            size = (cfg.image_size, cfg.image_size)
+            trained = train_pose_head(
+                head,
+                feats,
+                joints,
+                visible,
+                size,
+                cfg.sigma,
+                cfg.training(),
+                ctx.seed + i,
+                ctx.store.device,
             )
+            heads.append(trained)
         scores = [PCKhScores() for _ in heads]
         baseline = PCKhScores()
         score_test(ctx.store, test, heads, mean_pose, cfg, scores, baseline)
