@@ -14,8 +14,10 @@ from eqbench.data import (  # noqa: F401  (registers)
     davis,
     depth,
     digits,
+    figures,
     imagefolder,
     photos,
+    pose,
     scenes,
     shapes,
     voc,
@@ -23,6 +25,7 @@ from eqbench.data import (  # noqa: F401  (registers)
 from eqbench.data.base import DATASETS, DatasetSpec, ImageDataset, load_dataset, resize_square
 from eqbench.data.dense import IGNORE_INDEX, SegmentationDataset
 from eqbench.data.depth import DepthDataset
+from eqbench.data.pose import PoseDataset
 from eqbench.data.video import VideoDataset
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "DatasetSpec",
     "DepthDataset",
     "ImageDataset",
+    "PoseDataset",
     "SegmentationDataset",
     "VideoDataset",
     "load_dataset",
