@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 from eqbench.device import resolve_device
 from eqbench.errors import EqbenchError
@@ -69,6 +70,23 @@ class DistContext:
         out: list[Any] | None = [None] * self.world_size if self.is_main else None
         dist.gather_object(obj, out, dst=0)
         return out
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (``obj`` itself when single-process)."""
+        if not self.distributed:
+            return obj
+        box = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_reduce_sum(self, tensor: Tensor) -> Tensor:
+        """The sum of every rank's ``tensor`` (same shape and dtype everywhere), on ``tensor``'s
+        device; the reduction runs on this process's device (NCCL needs CUDA tensors)."""
+        if not self.distributed:
+            return tensor
+        on_device = tensor.to(self.device, copy=True)
+        dist.all_reduce(on_device)
+        return on_device.to(tensor.device)
 
 
 def launched_rank() -> int:
