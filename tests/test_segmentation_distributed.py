@@ -20,10 +20,9 @@ from eqbench.eval.segmentation import (
     HeadTraining,
     Resume,
     evaluate_head,
-    global_batch_share,
     train_linear_head,
 )
-from eqbench.train.distributed import DistContext
+from eqbench.train.distributed import DistContext, global_batch_share
 
 #: A small run: 24 training images in global batches of 8 (4 per process on two), 16 test ones.
 SETS = {
@@ -140,10 +139,10 @@ def test_torchrun_two_processes_train_the_one_process_head(tmp_path: Path) -> No
 
 def test_total_batch_must_split_evenly_over_the_processes() -> None:
     cpu = torch.device("cpu")
-    assert global_batch_share(8, None) == (0, 8)
-    assert global_batch_share(8, DistContext(rank=1, world_size=2, device=cpu)) == (4, 8)
+    assert global_batch_share(8, None, "head") == (0, 8)
+    assert global_batch_share(8, DistContext(rank=1, world_size=2, device=cpu), "head") == (4, 8)
     with pytest.raises(ConfigError, match="batch of 8 images cannot be split evenly over the 3"):
-        global_batch_share(8, DistContext(rank=0, world_size=3, device=cpu))
+        global_batch_share(8, DistContext(rank=0, world_size=3, device=cpu), "head")
 
 
 class Killed(Exception):
@@ -202,3 +201,59 @@ def test_work_dir_resumes_the_task(tmp_path: Path) -> None:
     assert torch.load(states[0])["step"] == SETS["iterations"]
     assert records[0]["metrics"] == records[1]["metrics"]
     assert records[1]["config"]["work_dir"] == str(work)
+
+
+#: Saves each rank's trained detector and losses to ``$HEAD_LOG_DIR/rank<RANK>.pt``.
+DETECTOR_HOOK = """
+import os
+
+if os.environ.get("HEAD_LOG_DIR"):
+    import torch
+    import eqbench.protocols.detection as detection
+
+    _train = detection.train_detector
+
+    def _saving_train(model, *args, **kwargs):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        losses = _train(model, *args, **kwargs)
+        out = os.path.join(os.environ["HEAD_LOG_DIR"], f"rank{os.environ.get('RANK', '0')}.pt")
+        torch.save({"losses": losses, "before": before, "after": model.state_dict()}, out)
+        return losses
+
+    detection.train_detector = _saving_train
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_one_detector(tmp_path: Path) -> None:
+    """Mask R-CNN under DDP: the processes hold one detector, trained on the global batch, and
+    rank 0 alone writes the result. Not compared with one process number for number: each
+    process's losses are means over its own randomly sampled anchors and proposals."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(DETECTOR_HOOK)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HEAD_LOG_DIR": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+    }
+    sets = ["image_size=32", "n_train=4", "n_test=3", "iterations=3", "fpn_channels=16"]
+    command = [
+        *[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"],
+        *["-m", "eqbench.cli", "eval", "-q", "-t", "detection/maskrcnn"],
+        *["-c", "baseline:random:micro_vit", "--no-cache", "--results-dir", str(tmp_path / "r")],
+        *[arg for option in sets for arg in ("--set", option)],
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = _metrics(tmp_path / "r").values()
+    assert record["environment"]["world_size"] == 2
+    assert 0.0 <= record["metrics"]["box_ap"]["mean"] <= 1.0
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["losses"] == ranks[1]["losses"] and len(ranks[0]["losses"]) == 3
+    moved = 0
+    for key, value in ranks[0]["after"].items():
+        assert torch.equal(value, ranks[1]["after"][key]), key  # one detector
+        moved += not torch.equal(value, ranks[0]["before"][key])
+    assert moved > 0  # it trained

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from eqbench.atomic import write_with
 from eqbench.data.dense import IGNORE_INDEX
 from eqbench.errors import ConfigError
-from eqbench.train.distributed import DistContext
+from eqbench.train.distributed import DistContext, global_batch_share
 
 log = logging.getLogger(__name__)
 
@@ -194,25 +194,6 @@ class HeadFit:
     losses: Tensor
 
 
-def global_batch_share(total: int, dist_ctx: DistContext | None) -> tuple[int, int]:
-    """``(first, last)`` positions of this process's share of each global batch of ``total``
-    images: a contiguous ``total / world size`` of it.
-
-    Raises:
-        ConfigError: ``total`` is not divisible by the world size.
-    """
-    rank, world = (dist_ctx.rank, dist_ctx.world_size) if dist_ctx is not None else (0, 1)
-    if total % world:
-        raise ConfigError(
-            f"The segmentation head's batch of {total} images cannot be split evenly over the "
-            f"{world} processes of this launch; the total batch is kept at any scale. Launch a "
-            f"number of processes that divides {total}, or --set batch_size=<a multiple of "
-            f"{world}>."
-        )
-    per_rank = total // world
-    return rank * per_rank, (rank + 1) * per_rank
-
-
 def train_linear_head(
     feats: Tensor,
     masks: Tensor,
@@ -249,7 +230,7 @@ def train_linear_head(
     """
     world = dist_ctx if dist_ctx is not None and dist_ctx.distributed else None
     total = min(cfg.batch_size, len(feats))
-    first, last = global_batch_share(total, world)
+    first, last = global_batch_share(total, world, "segmentation head")
     torch.manual_seed(seed)
     head = LinearSegHead(feats.shape[1], num_classes).to(device)
     gen = torch.Generator().manual_seed(seed)

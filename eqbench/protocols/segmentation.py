@@ -32,14 +32,13 @@ from eqbench.eval.segmentation import (
     Resume,
     confusion_matrix,
     evaluate_head,
-    global_batch_share,
     segmentation_scores,
     train_linear_head,
 )
 from eqbench.features.sharding import shard_spans
 from eqbench.features.store import batch_spans
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
-from eqbench.train.distributed import DistContext
+from eqbench.train.distributed import DistContext, global_batch_share
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,8 @@ class SegmentationLinear(Protocol):
         dist_ctx = ctx.dist if ctx.dist is not None and ctx.dist.distributed else None
         train = open_masked_split(ctx, "train", cfg.n_train)
         test = open_masked_split(ctx, "test", cfg.n_test)
-        global_batch_share(min(cfg.batch_size, len(train)), dist_ctx)  # refused before encoding
+        total = min(cfg.batch_size, len(train))
+        global_batch_share(total, dist_ctx, "segmentation head")  # refused before encoding
         size = cfg.image_size
         x_tr, y_tr = encode_masked_split(ctx, train, size, f"{train.name}/train", dist_ctx)
         x_te, y_te = encode_masked_split(

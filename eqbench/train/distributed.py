@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from eqbench.device import resolve_device
-from eqbench.errors import EqbenchError
+from eqbench.errors import ConfigError, EqbenchError
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +122,22 @@ def teardown(ctx: DistContext) -> None:
     """Destroy the process group if :func:`setup` created it."""
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def global_batch_share(total: int, ctx: DistContext | None, what: str) -> tuple[int, int]:
+    """``(first, last)`` positions of this process's share of each global batch of ``total``
+    images: a contiguous ``total / world size`` of it, so the total batch, not the per-process
+    one, is what a setting means at any scale (``(0, total)`` for one process).
+
+    Raises:
+        ConfigError: ``total`` is not divisible by the world size (``what`` names the model).
+    """
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    if total % world:
+        raise ConfigError(
+            f"The {what}'s batch of {total} images cannot be split evenly over the {world} "
+            "processes of this launch; the total batch is kept at any scale. Launch a number of "
+            f"processes that divides {total}, or --set batch_size=<a multiple of {world}>."
+        )
+    per_rank = total // world
+    return rank * per_rank, (rank + 1) * per_rank
