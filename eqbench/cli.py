@@ -192,7 +192,8 @@ def eval_command(
     Launched by torchrun (or with --submit), the processes share the images to encode (each
     one encoded once, in the batches one process would make, so the metrics are bit-identical
     to one process's with the same --batch-size); rank 0 fits the probes and writes the
-    results.
+    results. segmentation/linear trains its head on every process (DDP, the total batch_size
+    kept); --set work_dir=DIR makes it resumable after a kill.
 
     \b
     Examples:

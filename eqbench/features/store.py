@@ -214,28 +214,35 @@ class FeatureStore:
         if key in self._memory:
             self.cache_hits += 1
             return self._memory[key]["patch"]
+        spans = batch_spans(n, self.batch_size)
+        maps = self.encode_patch_maps(make_batch, spans, label or dataset.name)
+        self._memory[key] = {"patch": maps}
+        return maps
+
+    @torch.inference_mode()
+    def encode_patch_maps(self, make_batch: BatchFn, spans: list[range], label: str) -> Tensor:
+        """Patch-token maps ``(N, D, h, w)`` (float32, CPU) of the images of ``spans``, in order,
+        one batch per span; nothing is cached (a rank's shard under ``torchrun``)."""
+        n = sum(len(span) for span in spans)
         parts: list[Tensor] = []
         start = time.perf_counter()
-        with (
-            torch.inference_mode(),
-            Progress(
-                TextColumn("[bold]encode[/] {task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                disable=not self.show_progress,
-                transient=True,
-            ) as progress,
-        ):
-            bar = progress.add_task(label or dataset.name, total=n)
-            for count, out in self._forward_batches(make_batch, batch_spans(n, self.batch_size)):
+        with Progress(
+            TextColumn("[bold]encode[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not self.show_progress,
+            transient=True,
+        ) as progress:
+            bar = progress.add_task(label or "patch maps", total=n)
+            for count, out in self._forward_batches(make_batch, spans):
                 parts.append(_patch_map(out).float().cpu())
                 progress.advance(bar, count)
         self.images_encoded += n
         log.info("encoded %d patch maps (%s) in %.1fs", n, label, time.perf_counter() - start)
-        maps = torch.cat(parts)
-        self._memory[key] = {"patch": maps}
-        return maps
+        if not parts:
+            return torch.empty(0)
+        return torch.cat(parts)
 
     def _forward_batches(
         self, make_batch: BatchFn, spans: list[range]
