@@ -18,6 +18,7 @@ from eqbench.data import (
     photos,
     scenes,
     shapes,
+    vip,
     voc,
 )
 from eqbench.data.base import DATASETS, DatasetSpec, ImageDataset, load_dataset, resize_square
@@ -37,6 +38,7 @@ DESCRIPTIONS: dict[str, str] = {
     **coco.DESCRIPTIONS,
     **clips.DESCRIPTIONS,
     **davis.DESCRIPTIONS,
+    **vip.DESCRIPTIONS,
     **scenes.DESCRIPTIONS,
     **depth.DESCRIPTIONS,
 }

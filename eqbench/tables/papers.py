@@ -147,7 +147,7 @@ TABLES: dict[tuple[str, str], TableSpec] = {
             "davis17_jf": Column("video/davis", "davis", 100.0, "J&F mean"),
             "davis17_j": Column("video/davis", "davis", 100.0, "J mean", metric="j"),
             "davis17_f": Column("video/davis", "davis", 100.0, "F mean", metric="f"),
-            "vip_miou": Column(None, note="no eqbench task: VIP is not implemented yet"),
+            "vip_miou": Column("video/vip", "vip", 100.0, "mIoU over 20 parts"),
         },
     ),
     ("wang2026", "8"): TableSpec(
