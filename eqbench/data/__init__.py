@@ -23,6 +23,7 @@ from eqbench.data import (  # noqa: F401  (registers)
     pose,
     scenes,
     shapes,
+    vip,
     voc,
 )
 from eqbench.data.base import DATASETS, DatasetSpec, ImageDataset, load_dataset, resize_square
