@@ -12,6 +12,9 @@ from click.testing import CliRunner
 from test_results import record
 
 from eqbench.cli import main
+from eqbench.data import DATASETS
+from eqbench.protocols import PROTOCOLS
+from eqbench.tasks import all_tasks
 from eqbench.errors import ConfigError
 from eqbench.results.records import write_result
 from eqbench.tables.papers import DATA, TABLES, published, render, reproduced, table_spec
@@ -91,3 +94,25 @@ def test_unknown_paper_and_table() -> None:
     assert result.exit_code == 2 and "no table 9" in result.output
     ok = CliRunner().invoke(main, ["tables", "--paper", "wang2026", "--table", "1"])
     assert ok.exit_code == 0 and "Ours(VICReg, all, SE(2))" in ok.output
+
+
+@pytest.mark.parametrize("key", sorted(TABLES))
+def test_every_column_names_a_real_task_metric_and_dataset(key: tuple[str, str]) -> None:
+    """A column's task exists, reports the metric shown, reads a registered dataset, and the
+    percent scale is used exactly for metrics stored as fractions."""
+    tasks = all_tasks()
+    spec = table_spec(*key)
+    for name, column in spec.columns.items():
+        if name in spec.means:  # computed from other columns
+            continue
+        if column.task is None:
+            assert column.note, name
+            continue
+        task = tasks[column.task]
+        protocol = PROTOCOLS.get(task.protocol)
+        metric = column.metric or task.primary_metric
+        assert metric in protocol.metrics, (name, metric)
+        assert column.dataset is None or column.dataset in DATASETS.names(), name
+        percent = protocol.units.get(metric) == "percent"
+        published_in_percent = column.scale == 100.0
+        assert not published_in_percent or percent, name

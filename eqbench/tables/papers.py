@@ -68,6 +68,11 @@ def _pct(task: str, dataset: str | None, note: str = "") -> Column:
     return Column(task, dataset, 100.0, note)
 
 
+def _mm(metric: str) -> Column:
+    """A COCO AP of mmdet's Mask R-CNN (``detection/maskrcnn_mmdet``), in percent."""
+    return Column("detection/maskrcnn_mmdet", "coco", 100.0, metric=metric)
+
+
 # The paper does not name its linear protocol; these follow dinov2's split of the same datasets:
 # logistic regression on the small transfer sets, the SGD head grid on iNat and ImageNet.
 _LOGREG = "L-BFGS logistic regression; classification/linear_sgd is the SGD variant"
@@ -136,7 +141,7 @@ TABLES: dict[tuple[str, str], TableSpec] = {
         {
             "ade20k_miou": _pct("segmentation/upernet", "ade20k"),
             "coco_apb": Column("detection/maskrcnn", "coco"),
-            "coco_apm": Column("detection/maskrcnn", "coco", note="mask AP"),
+            "coco_apm": Column("detection/maskrcnn", "coco", note="mask AP", metric="mask_ap"),
             "coco_map": _NONE,
             "mpii_pckh": Column("pose/mpii", "mpii", note="PCKh@0.5"),
             "scoco_mce": Column("dense/homography"),
@@ -190,15 +195,16 @@ TABLES: dict[tuple[str, str], TableSpec] = {
         {
             "inat19_top1": _NONE,
             "inat19_top5": _NONE,
-            "coco_apb": _pct("detection/maskrcnn", "coco"),
-            "coco_apb50": _NONE,
-            "coco_apb75": _NONE,
-            "coco_apm": _pct("detection/maskrcnn", "coco"),
-            "coco_apm50": _NONE,
-            "coco_apm75": _NONE,
-            "ade20k_aacc": _NONE,
+            # GTSA trains mmdet's Mask R-CNN 1x and mmseg's Semantic FPN: the OpenMMLab tasks.
+            "coco_apb": _mm("bbox_map"),
+            "coco_apb50": _mm("bbox_map_50"),
+            "coco_apb75": _mm("bbox_map_75"),
+            "coco_apm": _mm("segm_map"),
+            "coco_apm50": _mm("segm_map_50"),
+            "coco_apm75": _mm("segm_map_75"),
+            "ade20k_aacc": Column("segmentation/semfpn", "ade20k", 100.0, metric="aacc"),
             "ade20k_miou": _pct("segmentation/semfpn", "ade20k"),
-            "ade20k_macc": _NONE,
+            "ade20k_macc": Column("segmentation/semfpn", "ade20k", 100.0, metric="macc"),
         },
     ),
 }
