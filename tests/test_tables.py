@@ -13,11 +13,11 @@ from test_results import record
 
 from eqbench.cli import main
 from eqbench.data import DATASETS
-from eqbench.protocols import PROTOCOLS
-from eqbench.tasks import all_tasks
 from eqbench.errors import ConfigError
+from eqbench.protocols import PROTOCOLS
 from eqbench.results.records import write_result
 from eqbench.tables.papers import DATA, TABLES, published, render, reproduced, table_spec
+from eqbench.tasks import all_tasks
 
 
 def rows(text: str) -> list[list[str]]:
