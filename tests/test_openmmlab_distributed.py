@@ -63,6 +63,7 @@ if os.environ.get("RUNNER_LOG_DIR"):
             "sampler": [type(loader.sampler).__name__, loader.sampler.rank,
                         loader.sampler.world_size],
             "iterations": self.iter,
+            "resumed": self._has_loaded,  # found a checkpoint in work_dir when training began
         }
         out = os.path.join(os.environ["RUNNER_LOG_DIR"], f"rank{os.environ.get('RANK', '0')}.json")
         with open(out, "w") as f:
@@ -81,8 +82,10 @@ if os.environ.get("RUNNER_LOG_DIR"):
 METRIC_TOLERANCE = 0.02
 
 
-def _run(command: list[str], tmp: Path, name: str) -> tuple[Path, float]:
-    """Run ``eqbench eval`` of :data:`TASK` through ``command``; its results and runner logs."""
+def _run(
+    command: list[str], tmp: Path, name: str, sets: dict[str, object] = SETS
+) -> tuple[Path, float]:
+    """Run ``eqbench eval`` of :data:`TASK` through ``command``; its runner logs and seconds."""
     hook = tmp / "hook"
     hook.mkdir(exist_ok=True)
     (hook / "sitecustomize.py").write_text(RUNNER_HOOK)
@@ -97,7 +100,7 @@ def _run(command: list[str], tmp: Path, name: str) -> tuple[Path, float]:
     args = [
         *["eval", "-q", "-t", TASK, "-c", "baseline:random:micro_vit", "--no-cache"],
         *["--results-dir", str(tmp / name)],
-        *[arg for key, value in SETS.items() for arg in ("--set", f"{key}={value}")],
+        *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")],
     ]
     start = time.perf_counter()
     done = subprocess.run(
@@ -147,6 +150,30 @@ def test_torchrun_two_processes_match_the_one_process_metrics(tmp_path: Path) ->
     print(f"|2 - 1| {gaps}; wall {one_s:.1f} s (1 process), {two_s:.1f} s (2 processes)")
     assert set(gaps) == {"miou", "macc", "aacc"}
     assert max(gaps.values()) < METRIC_TOLERANCE
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_resume_from_a_shared_work_dir(tmp_path: Path) -> None:
+    """Rank 0 writes the checkpoints to ``work_dir``; a second launch finds the finished run
+    there on every process, trains no more and scores the same model."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    work = tmp_path / "work"
+    sets = {
+        **SETS,
+        "iterations": 4,
+        "n_train": 8,
+        "n_test": 4,
+        "checkpoint_interval": 2,
+        "work_dir": work,
+    }
+    logs = [_run(torchrun, tmp_path, name, sets)[0] for name in ("first", "second")]
+    assert sorted(p.name for p in work.glob("*.pth")) == ["iter_4.pth"]  # max_keep_ckpts=1
+    for rank in (0, 1):
+        first, second = (json.loads((log / f"rank{rank}.json").read_text()) for log in logs)
+        assert not first["resumed"] and second["resumed"]
+        assert first["iterations"] == second["iterations"] == 4
+    records = [_metrics(tmp_path / name)[TASK] for name in ("first", "second")]
+    assert records[0]["metrics"] == records[1]["metrics"]
 
 
 def _config() -> Any:

@@ -265,6 +265,10 @@ def train_and_test(config: Config, dist: DistContext | None = None) -> dict[str,
     runner = Runner.from_cfg(config)
     with mmengine_safe_globals():  # both may load work_dir's last checkpoint
         runner.train()
+        if dist is not None:
+            # rank 0 wrote the last checkpoint in the last iteration; the test loop of each
+            # process loads work_dir's latest, so none may look before it is written
+            dist.barrier()
         metrics = runner.test()
     log.info("mmengine test metrics: %s", metrics)
     return {str(k): float(v) for k, v in metrics.items()}
