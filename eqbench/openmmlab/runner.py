@@ -84,13 +84,14 @@ class PlainMessageHubHook(Hook):
 
 
 class MeanBuffersHook(Hook):
-    """After every training iteration, replaces each floating-point buffer of the model (the
-    BatchNorm running statistics) by its mean over the processes.
+    """After every training iteration, replaces the running statistics of each BatchNorm layer
+    of the model by their mean over the processes.
 
     Without SyncBN (on the CPU) each process's BatchNorm layers update their running statistics
     from its own share of the batch. The running mean is linear in the batch means, so its mean
     over processes with equal shares is the one-process running mean; the running variance
-    lacks only the spread of the shares' means. Averaged every iteration, before
+    differs from the one-process one by the spread of the shares' means (and each share's
+    ``n - 1`` in the unbiased variance). Averaged every iteration, before
     ``CheckpointHook`` saves, every process tests, and every checkpoint holds, the same model.
     mmengine's ``SyncBuffersHook`` averages the same way, but once an epoch, after the last
     iteration's checkpoint is written.
@@ -106,10 +107,13 @@ class MeanBuffersHook(Hook):
         if not torch_dist.is_initialized() or torch_dist.get_world_size() < 2:
             return
         world = torch_dist.get_world_size()
-        for buffer in runner.model.buffers():
-            if buffer.is_floating_point():
-                torch_dist.all_reduce(buffer)
-                buffer.div_(world)
+        for module in runner.model.modules():
+            if not isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                continue
+            for stat in (module.running_mean, module.running_var):
+                if stat is not None:  # None: track_running_stats=False
+                    torch_dist.all_reduce(stat)
+                    stat.div_(world)
 
 
 def register_hooks() -> None:
