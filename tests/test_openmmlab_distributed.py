@@ -54,14 +54,14 @@ if os.environ.get("RUNNER_LOG_DIR"):
 
     def _logging_train(self):
         model = _train(self)
-        loader = self.train_dataloader
+        batches = self.train_dataloader.batch_sampler  # mmdet's AspectRatioBatchSampler too
+        sampler = batches.sampler
         info = {
             "launcher": self.launcher,
             "world_size": self.world_size,
             "wrapper": type(self.model).__name__,
-            "batch_size": loader.batch_size,
-            "sampler": [type(loader.sampler).__name__, loader.sampler.rank,
-                        loader.sampler.world_size],
+            "batch_size": batches.batch_size,
+            "sampler": [type(sampler).__name__, sampler.rank, sampler.world_size],
             "iterations": self.iter,
             "resumed": self._has_loaded,  # found a checkpoint in work_dir when training began
         }
@@ -83,9 +83,9 @@ METRIC_TOLERANCE = 0.02
 
 
 def _run(
-    command: list[str], tmp: Path, name: str, sets: dict[str, object] = SETS
+    command: list[str], tmp: Path, name: str, sets: dict[str, object] = SETS, task: str = TASK
 ) -> tuple[Path, float]:
-    """Run ``eqbench eval`` of :data:`TASK` through ``command``; its runner logs and seconds."""
+    """Run ``eqbench eval`` of ``task`` through ``command``; its runner logs and seconds."""
     hook = tmp / "hook"
     hook.mkdir(exist_ok=True)
     (hook / "sitecustomize.py").write_text(RUNNER_HOOK)
@@ -98,7 +98,7 @@ def _run(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
     }
     args = [
-        *["eval", "-q", "-t", TASK, "-c", "baseline:random:micro_vit", "--no-cache"],
+        *["eval", "-q", "-t", task, "-c", "baseline:random:micro_vit", "--no-cache"],
         *["--results-dir", str(tmp / name)],
         *[arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")],
     ]
@@ -174,6 +174,25 @@ def test_torchrun_two_processes_resume_from_a_shared_work_dir(tmp_path: Path) ->
         assert first["iterations"] == second["iterations"] == 4
     records = [_metrics(tmp_path / name)[TASK] for name in ("first", "second")]
     assert records[0]["metrics"] == records[1]["metrics"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_run_mask_rcnn(tmp_path: Path) -> None:
+    """``detection/maskrcnn_mmdet`` the same way: an epoch-based run (``DefaultSampler``), box and
+    mask AP from ``CocoMetric`` over both processes' detections, one result."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    sets = {"epochs": 1, "n_train": 4, "n_test": 2, "batch_size": 2, "image_size": 64}
+    sets["neck_channels"] = 16
+    logs, _ = _run(torchrun, tmp_path, "r", dict(sets), "detection/maskrcnn_mmdet")
+    for rank in (0, 1):
+        info = json.loads((logs / f"rank{rank}.json").read_text())
+        assert info["launcher"] == "pytorch" and info["batch_size"] == 1
+        assert info["sampler"] == ["DefaultSampler", rank, 2]
+        assert info["iterations"] == 2  # 4 images in total batches of 2
+    (record,) = _metrics(tmp_path / "r").values()
+    assert record["environment"]["world_size"] == 2
+    for name in ("bbox_map", "segm_map"):
+        assert 0.0 <= record["metrics"][name]["mean"] <= 1.0
 
 
 def _config() -> Any:
