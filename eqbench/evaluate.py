@@ -220,13 +220,14 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
     every process loads the model on its own device, the image sets of every task that lists
     them (:meth:`~eqbench.protocols.base.Protocol.feature_requests`) are encoded sharded over the
     processes (:mod:`eqbench.features.sharding`), the :attr:`~eqbench.protocols.base.Protocol.
-    collective` tasks (``segmentation/linear``) run on every process together (each encodes a
-    share of the images, DistributedDataParallel), and the processes meet at a barrier and close
-    the process group; then the other ranks return ``[]`` while rank 0 fits the probes, runs the
-    tasks that list no image sets (the other dense ones) alone and writes the results, so a
-    probe that takes hours keeps no collective waiting. The frozen-feature metrics are
-    bit-identical to a single process's with the same ``batch_size``; a head trained with DDP
-    follows the one-process training up to the order of float sums.
+    collective` tasks (``segmentation/linear``, ``detection/maskrcnn``, the OpenMMLab ones) run
+    on every process together (each trains on a share of every batch, DistributedDataParallel;
+    the OpenMMLab ones through mmengine's own distributed Runner), and the processes meet at a
+    barrier and close the process group; then the other ranks return ``[]`` while rank 0 fits
+    the probes, runs the tasks that list no image sets (the other dense ones) alone and writes
+    the results, so a probe that takes hours keeps no collective waiting. The frozen-feature
+    metrics are bit-identical to a single process's with the same ``batch_size``; a head trained
+    with DDP follows the one-process training up to the order of float sums.
 
     Returns:
         ``(record, path)`` of each result written; ``[]`` on ranks other than 0.

@@ -5,13 +5,24 @@ metadata), which torch's ``weights_only`` loader refuses, and the logs' ``Histor
 pickle functions through ``builtins.getattr``. Rather than turning that check off,
 :class:`PlainMessageHubHook` stores the logs as plain arrays and :func:`mmengine_safe_globals`
 allows exactly the numpy types, and only while a run trains, resumes or tests.
+
+Under ``torchrun`` or a multi-task submitit job (``eqbench eval`` initialises the process group
+first, :mod:`eqbench.train.distributed`), :func:`distribute` turns a one-process config into
+mmengine's own distributed run: ``launcher='pytorch'`` (``'slurm'`` under submitit), the total
+batch split over the processes, mmengine's ``DefaultSampler`` / ``InfiniteSampler`` sharding the
+data, ``MMDistributedDataParallel`` wrapping the model and the evaluators gathering every
+process's predictions before rank 0 scores them. mmengine's ``Runner.setup_env`` initialises
+the group only when none is (``if self.distributed and not is_distributed(): init_dist(...)``,
+mmengine 0.10), so the launcher names the launch and the group eqbench made is the one used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +40,14 @@ from mmengine.logging import HistoryBuffer  # noqa: E402
 from mmengine.registry import HOOKS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from eqbench.train.distributed import DistContext, global_batch_share  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 #: Registered name of :class:`PlainMessageHubHook`; marker key of a flattened buffer.
 PLAIN_HOOK = "EqbenchPlainMessageHubHook"
+#: Registered name of :class:`MeanBuffersHook`.
+MEAN_BUFFERS_HOOK = "EqbenchMeanBuffersHook"
 PLAIN_BUFFER = "__eqbench_history_buffer__"
 
 
@@ -68,9 +83,44 @@ class PlainMessageHubHook(Hook):
                 )
 
 
+class MeanBuffersHook(Hook):
+    """After every training iteration, replaces the running statistics of each BatchNorm layer
+    of the model by their mean over the processes.
+
+    Without SyncBN (on the CPU) each process's BatchNorm layers update their running statistics
+    from its own share of the batch. The running mean is linear in the batch means, so its mean
+    over processes with equal shares is the one-process running mean; the running variance
+    differs from the one-process one by the spread of the shares' means (and each share's
+    ``n - 1`` in the unbiased variance). Averaged every iteration, before
+    ``CheckpointHook`` saves, every process tests, and every checkpoint holds, the same model.
+    mmengine's ``SyncBuffersHook`` averages the same way, but once an epoch, after the last
+    iteration's checkpoint is written.
+    """
+
+    priority = "NORMAL"  # before CheckpointHook (VERY_LOW) in after_train_iter
+
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None
+    ) -> None:
+        import torch.distributed as torch_dist
+
+        if not torch_dist.is_initialized() or torch_dist.get_world_size() < 2:
+            return
+        world = torch_dist.get_world_size()
+        for module in runner.model.modules():
+            if not isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                continue
+            for stat in (module.running_mean, module.running_var):
+                if stat is not None:  # None: track_running_stats=False
+                    torch_dist.all_reduce(stat)
+                    stat.div_(world)
+
+
 def register_hooks() -> None:
-    """Register :class:`PlainMessageHubHook` in mmengine's root ``HOOKS`` (idempotent)."""
+    """Register :class:`PlainMessageHubHook` and :class:`MeanBuffersHook` in mmengine's root
+    ``HOOKS`` (idempotent)."""
     HOOKS.register_module(name=PLAIN_HOOK, module=PlainMessageHubHook, force=True)
+    HOOKS.register_module(name=MEAN_BUFFERS_HOOK, module=MeanBuffersHook, force=True)
 
 
 def checkpoint_safe_globals() -> list[Any]:
@@ -145,16 +195,84 @@ def base_runtime(
     )
 
 
-def train_and_test(config: Config) -> dict[str, float]:
+def mmengine_launcher() -> str:
+    """mmengine's name for how the processes were started: ``slurm`` in a submitit SLURM job
+    (submitit exports ``SUBMITIT_EXECUTOR=slurm``), ``pytorch`` otherwise (``torchrun``)."""
+    return "slurm" if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" else "pytorch"
+
+
+def distribute(config: Config, dist: DistContext) -> Config:
+    """``config`` (a one-process run) as a run over ``dist``'s processes.
+
+    * ``launcher``: :func:`mmengine_launcher`; the process group is already initialised, so
+      mmengine does not initialise another.
+    * ``train_dataloader.batch_size``: the total batch divided by the world size, so the paper
+      settings' total batch (16 for UPerNet and Mask R-CNN) holds at any scale; the samplers
+      give each process its share of every epoch (mmengine's ``DefaultSampler`` and
+      ``InfiniteSampler`` shard by rank).
+    * ``model_wrapper_cfg``: ``MMDistributedDataParallel`` as mmengine builds it by default,
+      with ``find_unused_parameters`` (an eqbench encoder may hold weights the pyramid does not
+      use, a classifier's head say) and, on the CPU, ``device_ids=None`` (mmengine passes
+      ``[LOCAL_RANK]``, which DistributedDataParallel takes for a GPU index).
+    * ``sync_bn='torch'`` on CUDA: the heads' BatchNorm layers normalise over the total batch,
+      as in the multi-GPU recipes. torch's ``SyncBatchNorm`` runs on GPUs only: on the CPU each
+      process normalises over its own share, and :class:`MeanBuffersHook` keeps the running
+      statistics the processes' mean.
+    * evaluators with ``collect_device='gpu'``: mmengine gathers the processes' predictions
+      with ``all_gather_object`` (any backend, gloo included) rather than through a folder it
+      would make in the working directory; rank 0 scores them and every rank gets the metrics.
+
+    Raises:
+        ConfigError: the total batch does not split evenly over the processes.
+    """
+    out = copy.deepcopy(config)
+    loader = out.train_dataloader
+    first, last = global_batch_share(int(loader.batch_size), dist, "OpenMMLab task")
+    loader.batch_size = last - first
+    out.launcher = mmengine_launcher()
+    wrapper: dict[str, Any] = dict(
+        type="MMDistributedDataParallel", broadcast_buffers=False, find_unused_parameters=True
+    )
+    if dist.device.type != "cuda":
+        wrapper["device_ids"] = None
+    out.model_wrapper_cfg = wrapper
+    if dist.device.type == "cuda":
+        out.sync_bn = "torch"
+    else:
+        out.custom_hooks = [*out.get("custom_hooks", []), dict(type=MEAN_BUFFERS_HOOK)]
+    for key in ("val_evaluator", "test_evaluator"):
+        evaluators = out.get(key)
+        if evaluators is None:
+            continue
+        for metric in evaluators if isinstance(evaluators, list) else [evaluators]:
+            metric.collect_device = "gpu"
+    return out
+
+
+def train_and_test(config: Config, dist: DistContext | None = None) -> dict[str, float]:
     """Build a Runner from ``config``, train (resuming from ``work_dir`` when it holds a
-    checkpoint), then run the test loop; returns the test metrics."""
+    checkpoint), then run the test loop; returns the test metrics (on every process).
+
+    Args:
+        config: a one-process run's config.
+        dist: the launch, when the process group is initialised and spans more than one
+            process: every process then calls this together and the run is :func:`distribute` d
+            over them. A configured ``work_dir`` must then be a folder every process sees (rank 0
+            writes the checkpoints, all resume from them).
+    """
     from eqbench.openmmlab.backbone import register_backbone
 
     register_backbone()
     register_hooks()
+    if dist is not None and dist.distributed:
+        config = distribute(config, dist)
     runner = Runner.from_cfg(config)
     with mmengine_safe_globals():  # both may load work_dir's last checkpoint
         runner.train()
+        if dist is not None:
+            # rank 0 wrote the last checkpoint in the last iteration; the test loop of each
+            # process loads work_dir's latest, so none may look before it is written
+            dist.barrier()
         metrics = runner.test()
     log.info("mmengine test metrics: %s", metrics)
     return {str(k): float(v) for k, v in metrics.items()}

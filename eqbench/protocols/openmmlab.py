@@ -5,7 +5,10 @@
 * ``detection_mmdet``: mmdetection Mask R-CNN on the same pyramid; ``CocoMetric`` → box and mask
   AP.
 
-Both train with mmengine's ``Runner`` and score the test split once at the end. The configs
+Both train with mmengine's ``Runner`` and score the test split once at the end; under
+``torchrun`` (or ``eqbench eval --submit`` on several tasks) every process takes part, with
+``batch_size`` the total batch over all of them (:func:`eqbench.openmmlab.runner.distribute`).
+The configs
 below hold tiny CPU defaults; the task files document GTSA's paper-scale values. When OpenMMLab is
 missing, :meth:`Protocol.unavailable` says so and ``eqbench eval`` skips these tasks.
 """
@@ -146,6 +149,10 @@ def _work_dir(stack: ExitStack, configured: str | None) -> Path:
 
 
 class _OpenMMLabProtocol(Protocol):
+    #: Under ``torchrun`` every process runs the task: mmengine's own distributed run, the
+    #: total ``batch_size`` split over the processes (:func:`eqbench.openmmlab.runner.distribute`).
+    collective = True
+
     @classmethod
     def unavailable(cls) -> str | None:
         from eqbench.openmmlab import missing_openmmlab
@@ -179,7 +186,7 @@ class SegmentationFinetune(_OpenMMLabProtocol):
             mm = segmentation_config(
                 cfg, ctx.model.spec, ctx.model.encoder.embed_dim, data, work, ctx.seed
             )
-            scores = train_and_test(mm)
+            scores = train_and_test(mm, ctx.dist)
         # IoUMetric reports percentages rounded to 0.01
         return {
             "miou": [scores["mIoU"] / 100],
@@ -214,7 +221,7 @@ class DetectionMmdet(_OpenMMLabProtocol):
             mm = detection_config(
                 cfg, ctx.model.spec, ctx.model.encoder.embed_dim, data, work, ctx.seed
             )
-            scores = train_and_test(mm)
+            scores = train_and_test(mm, ctx.dist)
         out: MetricValues = {}
         for key, name in COCO_METRICS.items():
             value = scores.get(f"coco/{key}")
