@@ -41,11 +41,12 @@ is selected on it (MAE prints the maximum over epochs; eqbench never reports tha
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,7 +237,8 @@ class FinetuneClassifier(nn.Module):
         self.feature = feature
         was_training = encoder.training
         with torch.no_grad():
-            probe = torch.zeros(1, 3, image_size, image_size)
+            mean: Tensor = encoder.mean  # type: ignore[assignment]
+            probe = torch.zeros(1, 3, image_size, image_size, device=mean.device)
             dim = int(encoder.eval().forward_tokens(probe).pooled(feature).shape[-1])
         encoder.train(was_training)
         self.fc_norm = nn.LayerNorm(dim)
@@ -286,7 +288,7 @@ class _MaeLayout(nn.Module):
         super().__init__()
         self._parts = (backbone, head)  # a tuple: not registered as submodules
 
-    def named_parameters(  # type: ignore[override]
+    def named_parameters(
         self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
     ) -> Iterator[tuple[str, nn.Parameter]]:
         backbone, head = self._parts
@@ -479,6 +481,46 @@ def evaluate(
 # --- training -------------------------------------------------------------------------------
 
 
+def train_one_epoch(
+    model: FinetuneClassifier,
+    loader: torch.utils.data.DataLoader[tuple[Tensor, int]],
+    optimizer: torch.optim.Optimizer,
+    mix: Mixup | None,
+    loss_fn: nn.Module,
+    cfg: FinetuneConfig,
+    epoch: int,
+    device: torch.device,
+    advance: Callable[..., None],
+) -> float:
+    """One pass over ``loader`` (MAE ``engine_finetune.py`` ``train_one_epoch``); returns the
+    mean loss. ``advance(description=...)`` is called after every step."""
+    model.train()
+    total, steps = 0.0, len(loader)
+    for step, (x, y) in enumerate(loader):
+        set_learning_rate(optimizer, learning_rate(epoch + step / steps, cfg))
+        x = x.to(device, non_blocking=True)  # (B, 3, S, S) normalised
+        y = y.to(device, non_blocking=True)  # (B,)
+        if mix is not None:
+            x, y = mix(x, y)  # y: (B, C) soft targets
+        with autocast(device, cfg.amp):
+            logits = model(x)  # (B, C)
+        loss = loss_fn(logits.float(), y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise EqbenchError(
+                f"The finetuning loss became {value} at epoch {epoch}, step {step}. Lower lr "
+                "(or blr), or set clip_grad."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        optimizer.step()
+        total += value
+        advance(description=f"epoch {epoch + 1}/{cfg.epochs} loss {value:.3f}")
+    return total / steps
+
+
 @dataclass
 class FinetuneResult:
     """What :func:`finetune` measured.
@@ -586,37 +628,16 @@ def finetune(
             generator=torch.Generator().manual_seed(seed),
         )
         mix, loss_fn = mixup_fn(cfg, len(train.classes)), criterion(cfg)
-        steps = len(loader)
         losses: list[float] = []
         with _progress(show_progress) as progress:
-            bar = progress.add_task("train", total=cfg.epochs * steps)
+            bar = progress.add_task("train", total=cfg.epochs * len(loader))
             for epoch in range(cfg.epochs):
-                model.train()
-                total = 0.0
-                for step, (x, y) in enumerate(loader):
-                    set_learning_rate(optimizer, learning_rate(epoch + step / steps, cfg))
-                    x = x.to(device, non_blocking=True)  # (B, 3, S, S) normalised
-                    y = y.to(device, non_blocking=True)  # (B,)
-                    if mix is not None:
-                        x, y = mix(x, y)  # y: (B, C) soft targets
-                    with autocast(device, cfg.amp):
-                        logits = model(x)  # (B, C)
-                    loss = loss_fn(logits.float(), y)
-                    if not math.isfinite(loss.item()):
-                        raise EqbenchError(
-                            f"The finetuning loss became {loss.item()} at epoch {epoch}, step "
-                            f"{step}. Lower lr (or blr), or set clip_grad."
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.clip_grad is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    optimizer.step()
-                    total += loss.item()
-                    progress.update(bar, advance=1,
-                                    description=f"epoch {epoch + 1}/{cfg.epochs} "
-                                                f"loss {loss.item():.3f}")  # fmt: skip
-                losses.append(total / steps)
+                step = functools.partial(progress.update, bar, advance=1)
+                losses.append(
+                    train_one_epoch(
+                        model, loader, optimizer, mix, loss_fn, cfg, epoch, device, step
+                    )
+                )
                 log.info("finetune epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, losses[-1])
             scores = evaluate(model, test, cfg, device, progress)
     return FinetuneResult(
