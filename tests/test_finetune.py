@@ -322,8 +322,8 @@ def test_cli_eval_writes_a_result_the_leaderboard_shows(tmp_path: Path) -> None:
     assert record["primary_metric"] == "top1" and record["config"]["epochs"] == 1
     metrics = record["metrics"]
     assert 0 <= metrics["top1"]["mean"] <= metrics["top5"]["mean"] <= 1
-    assert metrics["lr"]["mean"] == pytest.approx(5e-4 * 64 / 256)
-    assert record["adjustments"]["lr"]["used"] == pytest.approx(1.25e-4)
+    assert metrics["lr"]["mean"] == pytest.approx(2e-3 * 64 / 256)
+    assert record["adjustments"]["lr"]["used"] == pytest.approx(5e-4)
     code, out = run_cli("leaderboard", "--results-dir", str(out_dir))
     assert code == 0 and "classification/finetune" in out, out
 
@@ -340,7 +340,7 @@ def test_cli_eval_writes_a_result_the_leaderboard_shows(tmp_path: Path) -> None:
         ("layer_decay=1.2", "layer_decay must lie in (0, 1]"),
         ("drop_path=1", "drop_path must lie in [0, 1)"),
         ("smoothing=1", "smoothing must lie in [0, 1)"),
-        ("warmup_epochs=11", "warmup_epochs must lie in [0, 10]"),
+        ("warmup_epochs=41", "warmup_epochs must lie in [0, 40]"),
         ("batch_size=63", "batch_size must be even"),
         ("auto_augment=rand-zz9", "is not a timm policy"),
         ("mixup_mode=row", "mixup_mode must be one of"),
