@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from eqbench.allocator import keep_freed_memory
+from eqbench.demo import DEMO_MODELS
 from eqbench.evaluate import EvalConfig, evaluate
 from eqbench.features.store import default_cache_dir
 from eqbench.results.records import load_results
@@ -36,10 +37,15 @@ CHECKS = {
 
 
 def checkpoint(method: str, args: argparse.Namespace) -> Path:
+    """Pretrain (or reuse) ``method`` at ``args.steps``: a registered method with its shipped
+    ``<name>_photos_cpu`` config, or a demo model (e.g. ``tir+vicreg-control``) with its config and
+    overrides (:data:`eqbench.demo.DEMO_MODELS`)."""
     out = args.out / "runs" / f"{method}_seed{args.seed}"
+    config, extra = DEMO_MODELS.get(method, (f"{method.replace('+', '_')}_photos_cpu", {}))
     cfg = load_pretrain_config(
-        f"{method.replace('+', '_')}_photos_cpu",
+        config,
         {
+            **extra,
             "steps": args.steps,
             "warmup_steps": max(1, min(25, args.steps // 10)),
             "checkpoint_every": max(1, args.steps // 4),

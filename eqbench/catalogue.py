@@ -27,38 +27,34 @@ def listing(what: str) -> tuple[Rows, tuple[str, ...]]:
     if what == "datasets":
         from eqbench import data
 
-        desc = getattr(data, "DESCRIPTIONS", {})
-        return [(n, desc.get(n, "")) for n in data.DATASETS], ("dataset", "description / layout")
+        return [(n, data.DATASETS.describe(n)) for n in data.DATASETS], (
+            "dataset",
+            "description / layout",
+        )
     if what == "backbones":
         from eqbench.backbones import BACKBONES
 
-        return [(n, _doc(BACKBONES.get(n))) for n in BACKBONES], ("backbone", "description")
+        return [(n, BACKBONES.describe(n)) for n in BACKBONES], ("backbone", "description")
     if what == "transforms":
         from eqbench.transforms import TRANSFORMS
 
         return [
-            (n, ", ".join(TRANSFORMS.get(n).param_names), _doc(TRANSFORMS.get(n)))
+            (n, ", ".join(TRANSFORMS.get(n).param_names), TRANSFORMS.describe(n))
             for n in TRANSFORMS
         ], ("transform", "parameters", "description")
     if what == "protocols":
         from eqbench.protocols import PROTOCOLS
 
-        return [(n, _doc(PROTOCOLS.get(n))) for n in PROTOCOLS], ("protocol", "description")
+        return [(n, PROTOCOLS.describe(n)) for n in PROTOCOLS], ("protocol", "description")
     if what == "methods":
         from eqbench.methods import METHODS
-        from eqbench.train.config import configs_dir
+        from eqbench.train.config import configs_by_method
 
-        shipped = sorted(p.stem for p in configs_dir().glob("*.yaml"))
-
-        def configs(name: str) -> str:
-            prefix = name.replace("+", "_") + "_"
-            return ", ".join(c for c in shipped if c.startswith(prefix))
-
-        return [(n, _doc(METHODS.get(n)), configs(n)) for n in METHODS], (
-            "method",
-            "paper",
-            "shipped configs",
-        )
+        shipped = configs_by_method()
+        return [
+            (n, e.paper, e.description, ", ".join(shipped.get(n, [])))
+            for n, e in ((n, METHODS.get(n)) for n in METHODS)
+        ], ("method", "paper", "description", "shipped configs")
     if what == "schemes":
         from eqbench.models import SCHEMES
 
@@ -66,10 +62,10 @@ def listing(what: str) -> tuple[Rows, tuple[str, ...]]:
             (f"{n}:", " | ".join(SCHEMES.get(n).forms), SCHEMES.get(n).help) for n in SCHEMES
         ], ("scheme", "forms", "loads")
     if what == "formats":
-        from eqbench.checkpoints.formats import FORMAT_NAMES, FORMATS
+        from eqbench.checkpoints.formats import FORMATS
 
         formats: Rows = [("eqbench", "eqbench's own checkpoints (eqbench pretrain)")]
-        formats += [(n, _doc(FORMATS.get(n))) for n in FORMAT_NAMES if n in FORMATS]
+        formats += [(n, FORMATS.describe(n)) for n in FORMATS.names()]
         return formats, ("format", "description")
     if what == "zoo":
         from eqbench.errors import EqbenchError
@@ -85,9 +81,3 @@ def listing(what: str) -> tuple[Rows, tuple[str, ...]]:
             cards.append((card_id, c.format, c.arch, c.source))
         return cards, ("id", "format", "arch", "source")
     raise ValueError(what)
-
-
-def _doc(obj: object) -> str:
-    """The first paragraph of ``obj``'s docstring, on one line."""
-    doc = (getattr(obj, "__doc__", None) or "").strip()
-    return " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from eqbench.allocator import keep_freed_memory
+from eqbench.demo import DEMO_MODELS
 from eqbench.errors import EqbenchError
 from eqbench.train.cli import submit_options
 
@@ -191,7 +192,8 @@ def eval_command(
     Launched by torchrun (or with --submit), the processes share the images to encode (each
     one encoded once, in the batches one process would make, so the metrics are bit-identical
     to one process's with the same --batch-size); rank 0 fits the probes and writes the
-    results.
+    results. segmentation/linear trains its head on every process (DDP, the total batch_size
+    kept); --set work_dir=DIR makes it resumable after a kill.
 
     \b
     Examples:
@@ -377,10 +379,13 @@ def data_export_command(
 )
 @click.option(
     "--models",
-    default="vicreg,tir+vicreg",
+    default="vicreg,tir+vicreg,tir+vicreg-control",
     show_default=True,
-    help="Comma-separated: vicreg, tir+vicreg, tir+vicreg-control (same rotated view, no "
-    "reconstruction).",
+    help="Comma-separated, from: "
+    + ", ".join(DEMO_MODELS)
+    + ". tir+vicreg-control is TIR's matched control (same rotated view and split, lambda = 0: "
+    "no reconstruction); -k1/-k3 the K ablation; -lambda0.1/-lambda5 the reconstruction-weight "
+    "sweep; rotation_supervised the probes' positive control.",
 )
 @click.option("--steps", default=200, show_default=True, type=int, help="Pretraining steps each.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Pretraining and data seed.")
@@ -416,10 +421,11 @@ def demo_command(
     no_cache: bool,
     quiet: bool,
 ) -> None:
-    """The main job: pretrain VICReg and TIR+VICReg on the built-in photos (same seed and steps),
-    evaluate both on the synthetic probes and kNN, and print the leaderboard.
+    """The main job: pretrain VICReg, TIR+VICReg and TIR's matched control (lambda = 0) on the
+    built-in photos (same seed and steps), evaluate them on the synthetic probes and kNN, and print
+    the leaderboard.
 
-    About ten minutes on two CPU cores. Re-running reuses finished runs and resumes interrupted
+    About fifteen minutes on two CPU cores. Re-running reuses finished runs and resumes interrupted
     ones; results go to OUT/results (`eqbench leaderboard --results-dir OUT/results`).
     """
     from eqbench.demo import DemoConfig, run_demo
@@ -462,9 +468,9 @@ def tables_command(paper: str, number: str, fmt: str, results_dir: Path) -> None
 
 # ------------------------------------------------------------------------------------ submit / zoo
 def _format_help() -> str:
-    from eqbench.checkpoints.formats import FORMAT_NAMES
+    from eqbench.checkpoints.formats import format_names
 
-    return f"The checkpoint's format: auto (detected from its keys), {', '.join(FORMAT_NAMES)}."
+    return f"The checkpoint's format: auto (detected from its keys), {', '.join(format_names())}."
 
 
 @main.command("submit")
@@ -527,11 +533,11 @@ def submit_command(
           --id dino-vits16 --source https://github.com/facebookresearch/dino --suite core
       eqbench submit runs/tir/checkpoint.pt --id tir-demo
     """
-    from eqbench.checkpoints.formats import FORMAT_NAMES, FORMATS
+    from eqbench.checkpoints.formats import FORMATS, format_names
     from eqbench.config import parse_overrides
     from eqbench.zoo.submit import submit
 
-    if fmt not in ("auto", *FORMAT_NAMES):
+    if fmt not in ("auto", *format_names()):
         FORMATS.get(fmt)  # an unknown format: did-you-mean and the list, before any work
     done = submit(
         checkpoint,

@@ -1,9 +1,10 @@
 """``eqbench demo``: the main job on the built-in default, as one library function.
 
-Pretrain VICReg (Bardes et al., arXiv 2105.04906) and TIR+VICReg (Wang et al., AAAI-26, arXiv
-2503.18753) with the same seed, steps and data on the built-in ``photos``, evaluate both on the
-``synthetic`` transform-prediction group and the kNN classifier, and return the leaderboard
-folder. Sized to finish in about ten minutes on two CPU cores; every size is an option, so the same
+Pretrain VICReg (Bardes et al., arXiv 2105.04906), TIR+VICReg (Wang et al., AAAI-26, arXiv
+2503.18753) and TIR's matched control (the same config with lambda = 0) with the same seed, steps
+and data on the built-in ``photos``, evaluate them on the ``synthetic`` transform-prediction group
+and the kNN classifier, and return the leaderboard folder. Sized to finish in about fifteen
+minutes on two CPU cores; every size is an option, so the same
 function runs the science check at other budgets (``benchmarks/tir_science.py``).
 
 A second call with the same options reuses finished runs (and resumes interrupted ones from their
@@ -26,14 +27,18 @@ log = logging.getLogger(__name__)
 #: ``tir+vicreg (control)`` is the matched control of ``method.md``: the same rotated second view
 #: and feature split as TIR, without the reconstruction decoders.
 #: ``tir+vicreg-k1`` / ``-k3`` are the paper's Table 9 ablation (K = 1, 3 intermediate targets;
-#: K = 2 is ``tir+vicreg``); ``rotation_supervised`` is the probes' positive control (an encoder
-#: trained with supervision to predict the rotation between two views, same backbone and budget).
+#: K = 2 is ``tir+vicreg``); ``-lambda0.1`` / ``-lambda5`` the reconstruction-weight sweep around
+#: the paper's λ = 1 (which reports λ > 5 as unstable); ``rotation_supervised`` is the probes'
+#: positive control (an encoder trained with supervision to predict the rotation between two
+#: views, same backbone and budget).
 DEMO_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "vicreg": ("vicreg_photos_cpu", {}),
     "tir+vicreg": ("tir_vicreg_photos_cpu", {}),
     "tir+vicreg-control": ("tir_vicreg_photos_cpu", {"method_options.recon_weight": 0.0}),
     "tir+vicreg-k1": ("tir_vicreg_photos_cpu", {"method_options.num_targets": 1}),
     "tir+vicreg-k3": ("tir_vicreg_photos_cpu", {"method_options.num_targets": 3}),
+    "tir+vicreg-lambda0.1": ("tir_vicreg_photos_cpu", {"method_options.recon_weight": 0.1}),
+    "tir+vicreg-lambda5": ("tir_vicreg_photos_cpu", {"method_options.recon_weight": 5.0}),
     "rotation_supervised": ("rotation_supervised_photos_cpu", {}),
     "rotation_supervised-grid": (
         "rotation_supervised_photos_cpu",
@@ -75,7 +80,7 @@ class DemoConfig:
     """
 
     out: Path = Path("runs/demo")
-    models: tuple[str, ...] = ("vicreg", "tir+vicreg")
+    models: tuple[str, ...] = ("vicreg", "tir+vicreg", "tir+vicreg-control")
     steps: int = 200
     seed: int = 0
     n_images: int = 2000

@@ -22,6 +22,7 @@ from eqbench.features.sharding import prefetch
 from eqbench.features.store import FeatureStore, default_cache_dir
 from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
+from eqbench.protocols.base import MetricValues
 from eqbench.provenance import environment
 from eqbench.registry import did_you_mean
 from eqbench.results.records import ResultRecord, summarise, write_result
@@ -218,11 +219,14 @@ def evaluate(cfg: EvalConfig) -> list[tuple[ResultRecord, Path]]:
     Launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` set; :mod:`eqbench.train.distributed`)
     every process loads the model on its own device, the image sets of every task that lists
     them (:meth:`~eqbench.protocols.base.Protocol.feature_requests`) are encoded sharded over the
-    processes (:mod:`eqbench.features.sharding`), and the processes meet at a barrier and close
+    processes (:mod:`eqbench.features.sharding`), the :attr:`~eqbench.protocols.base.Protocol.
+    collective` tasks (``segmentation/linear``) run on every process together (each encodes a
+    share of the images, DistributedDataParallel), and the processes meet at a barrier and close
     the process group; then the other ranks return ``[]`` while rank 0 fits the probes, runs the
-    tasks that list no image sets (dense ones) alone and writes the results, so a probe that
-    takes hours keeps no collective waiting. The metrics are bit-identical to a single
-    process's with the same ``batch_size``.
+    tasks that list no image sets (the other dense ones) alone and writes the results, so a
+    probe that takes hours keeps no collective waiting. The frozen-feature metrics are
+    bit-identical to a single process's with the same ``batch_size``; a head trained with DDP
+    follows the one-process training up to the order of float sums.
 
     Returns:
         ``(record, path)`` of each result written; ``[]`` on ranks other than 0.
@@ -285,8 +289,10 @@ def _run_tasks(
         for p in planned
     ]
     encode_s = [0.0] * len(planned)
+    ran: dict[int, tuple[MetricValues, float]] = {}
     if dist_ctx.distributed:
         encode_s = _encode_sharded(planned, contexts, store, dist_ctx)
+        ran = _run_collective(planned, contexts, dist_ctx)
         dist_ctx.barrier()
         # no collective from here on: rank 0 alone fits probes (or runs a dense task's own
         # training), however long it takes, and no library sees a live process group
@@ -297,11 +303,15 @@ def _run_tasks(
     if dist_ctx.distributed:
         env["world_size"] = dist_ctx.world_size
     written = []
-    for p, ctx, encoded_in in zip(planned, contexts, encode_s, strict=True):
-        log.info("task %s on %s with %s", p.spec.name, ctx.dataset, model.model_id)
-        start = time.perf_counter()
-        values = PROTOCOLS.get(p.spec.protocol)().run(p.config, ctx)
-        wall = encoded_in + time.perf_counter() - start
+    for i, (p, ctx, encoded_in) in enumerate(zip(planned, contexts, encode_s, strict=True)):
+        if i in ran:
+            values, seconds = ran[i]
+        else:
+            log.info("task %s on %s with %s", p.spec.name, ctx.dataset, model.model_id)
+            start = time.perf_counter()
+            values = PROTOCOLS.get(p.spec.protocol)().run(p.config, ctx)
+            seconds = time.perf_counter() - start
+        wall = encoded_in + seconds
         n_seeds = max(len(v) for v in values.values())
         fingerprint = ctx.open("test", n=getattr(p.config, "n_test", None)).fingerprint()
         record = ResultRecord(
@@ -342,7 +352,10 @@ def _encode_sharded(
     """
     seconds = [0.0] * len(planned)
     for i, (p, ctx) in enumerate(zip(planned, contexts, strict=True)):
-        requests = PROTOCOLS.get(p.spec.protocol)().feature_requests(p.config, ctx)
+        protocol = PROTOCOLS.get(p.spec.protocol)()
+        if protocol.collective:
+            continue  # encodes its own share when it runs
+        requests = protocol.feature_requests(p.config, ctx)
         if requests is None:
             if dist_ctx.is_main:
                 log.warning(
@@ -354,3 +367,27 @@ def _encode_sharded(
         prefetch(store, requests, dist_ctx)
         seconds[i] = time.perf_counter() - start
     return seconds
+
+
+def _run_collective(
+    planned: list[PlannedTask], contexts: list[EvalContext], dist_ctx: distributed.DistContext
+) -> dict[int, tuple[MetricValues, float]]:
+    """Run the :attr:`~eqbench.protocols.base.Protocol.collective` tasks on every process, in
+    order, with the process group alive (a collective call).
+
+    Returns:
+        ``task index -> (values, seconds)``; the values are rank 0's.
+    """
+    out = {}
+    for i, (p, ctx) in enumerate(zip(planned, contexts, strict=True)):
+        protocol = PROTOCOLS.get(p.spec.protocol)()
+        if not protocol.collective:
+            continue
+        if dist_ctx.is_main:
+            log.info("task %s on %s on %d processes", p.spec.name, ctx.dataset, dist_ctx.world_size)
+        ctx.dist = dist_ctx
+        start = time.perf_counter()
+        values = protocol.run(p.config, ctx)
+        out[i] = (values, time.perf_counter() - start)
+        ctx.dist = None
+    return out

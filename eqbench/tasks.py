@@ -28,6 +28,7 @@ from typing import Any
 
 from eqbench.errors import ConfigError, EqbenchError
 from eqbench.registry import did_you_mean
+from eqbench.resources import shipped_dir
 from eqbench.yamlfiles import read_with_includes, read_yaml
 
 TASK_KEYS = (
@@ -68,13 +69,14 @@ class GroupSpec:
 
 
 def tasks_dir() -> Path:
-    """The task-file folder: ``$EQBENCH_TASKS_DIR`` or the ``tasks/`` beside the package."""
+    """The task-file folder: ``$EQBENCH_TASKS_DIR``, or the shipped ``tasks/``
+    (:func:`eqbench.resources.shipped_dir`: the installed copy or the checkout's)."""
     env = os.environ.get("EQBENCH_TASKS_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parent.parent / "tasks"
+    path = Path(env) if env else shipped_dir("tasks")
     if not path.is_dir():
         raise EqbenchError(
-            f"Task folder '{path}' not found. Install eqbench from its repository "
-            "(pip install -e .) or set EQBENCH_TASKS_DIR to the tasks/ folder."
+            f"Task folder '{path}' not found. Set EQBENCH_TASKS_DIR to a tasks/ folder, or unset "
+            "it to use the tasks eqbench ships."
         )
     return path
 

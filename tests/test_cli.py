@@ -38,15 +38,23 @@ def test_ls(what: str) -> None:
 def test_ls_methods_lists_every_registered_method_with_its_paper_and_configs() -> None:
     from eqbench.catalogue import listing
     from eqbench.methods import METHODS
+    from eqbench.train.config import available_configs, configs_dir, read_config_file
 
-    rows, _ = listing("methods")
+    rows, headers = listing("methods")
+    assert headers == ("method", "paper", "description", "shipped configs")
     assert [r[0] for r in rows] == list(METHODS.names())
     by_name = {r[0]: r for r in rows}
     assert "arXiv 2304.08014" in by_name["gtsa"][1] and "arXiv 2105.04906" in by_name["vicreg"][1]
+    assert "arXiv 2503.18753" in by_name["tir+vicreg"][1]
     for name, row in by_name.items():
         assert "arXiv" in row[1], name  # every method cites its paper
-        assert f"{name.replace('+', '_')}_photos_cpu" in row[2].split(", "), name
-    assert "dinov2_photos_cpu" not in by_name["dino"][2].split(", ")
+    # every shipped config is listed beside the method it trains (its resolved `method:`)
+    for config in available_configs():
+        method = read_config_file(configs_dir() / f"{config}.yaml")["method"]
+        assert config in by_name[method][3].split(", "), config
+    assert "vicreg_photos_cpu" in by_name["vicreg"][3].split(", ")
+    assert "tir_vicreg_all_blur_photos_cpu" in by_name["tir+vicreg"][3].split(", ")
+    assert "dinov2_photos_cpu" not in by_name["dino"][3].split(", ")
 
 
 def test_help_explains() -> None:

@@ -49,7 +49,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def test_demo_pretrains_both_models_and_ranks_them(tmp_path: Path) -> None:
+def test_demo_pretrains_tir_its_base_and_control_and_ranks_them(tmp_path: Path) -> None:
     cfg = micro_demo(tmp_path)
     folder = run_demo(cfg)
     for model in cfg.models:
@@ -57,12 +57,16 @@ def test_demo_pretrains_both_models_and_ranks_them(tmp_path: Path) -> None:
     records = load_results(folder)
     assert {(r["model_id"], r["task"]) for r in records} == {
         (f"{m}:2steps:seed0", t)
-        for m in ("vicreg", "tir+vicreg")
+        for m in ("vicreg", "tir+vicreg", "tir+vicreg-control")
         for t in ("synthetic/rotation", "classification/knn")
     }
     # same seed, same budget: both runs saw the same number of steps and images
     means, _, _ = leaderboard(folder)
-    assert sorted(means.index) == ["tir+vicreg:2steps:seed0", "vicreg:2steps:seed0"]
+    assert sorted(means.index) == [
+        "tir+vicreg-control:2steps:seed0",
+        "tir+vicreg:2steps:seed0",
+        "vicreg:2steps:seed0",
+    ]
     assert means.notna().all().all()
 
 

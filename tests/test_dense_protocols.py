@@ -96,10 +96,10 @@ def test_linear_head_learns_informative_features() -> None:
     def feats(y: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(F.one_hot(y, 6).permute(0, 3, 1, 2).float(), 8)
 
-    head = train_linear_head(
+    fit = train_linear_head(
         feats(y_tr), y_tr, 6, HeadTraining(iterations=150), seed=0, device=torch.device("cpu")
     )
-    scores = evaluate_head(head, feats(y_te), y_te, 6, torch.device("cpu"))
+    scores = evaluate_head(fit.head, feats(y_te), y_te, 6, torch.device("cpu"))
     majority = segmentation_scores(confusion_matrix(torch.zeros_like(y_te), y_te, 6))
     assert scores["miou"] > majority["miou"] + 0.3, (scores, majority)
 

@@ -1,4 +1,4 @@
-"""classification/finetune: the MAE / BEiT finetuning recipe, the inat2019 reader, the CLI."""
+"""classification/finetune: the MAE / BEiT finetuning recipe, inat2019 through it, the CLI."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from test_inat import write_inat
 from timm.data import auto_augment
 from timm.layers import DropPath
 from timm.optim import param_groups_layer_decay
 from torch import Tensor, nn
+from transfer_fixtures import make_inat
 
 from eqbench.backbones.timm_encoder import create_encoder
 from eqbench.checkpoints import LoadedModel
@@ -386,7 +386,7 @@ def test_shipped_inat2019_task_has_gtsa_settings() -> None:
 
 
 def test_inat2019_runs_through_the_finetune_task(tmp_path: Path) -> None:
-    root = write_inat(tmp_path / "inat")
+    root = make_inat(tmp_path / "inat", "2019").folder
     out_dir = tmp_path / "results"
     code, out = run_cli(
         "eval", "--task", "classification/finetune", "--dataset", f"inat2019:{root}",

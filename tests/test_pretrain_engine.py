@@ -23,7 +23,7 @@ from eqbench.backbones import create_encoder
 from eqbench.checkpoints import load_state_file
 from eqbench.config import from_dict
 from eqbench.errors import ConfigError, EqbenchError
-from eqbench.methods import build_method
+from eqbench.methods import METHODS, build_method
 from eqbench.models import load_model
 from eqbench.train import (
     CHECKPOINT_NAME,
@@ -123,21 +123,11 @@ def test_shipped_configs_load_and_name_their_method() -> None:
     encoder = create_encoder("micro_vit", img_size=32)
     for name in sorted(names):
         cfg = load_pretrain_config(name)
-        # Every option is one the method accepts (heads shrunk to keep this fast).
-        base = cfg.method.rsplit("+", 1)[-1]
-        small: dict[str, Any] = {
-            "vicreg": {"expander_dims": [8, 8]},
-            "simclr": {"projector_dims": [8]},
-            "essl": {"projector_dims": [8], "predictor_dims": [8]},
-            "augself": {"projector_dims": [8], "predictor_dims": [8]},
-            "equimod": {"projector_dims": [8], "equi_projector_dims": [8]},
-            "sie": {"expander_dims": [8, 8]},
-            "mae": {"decoder_dim": 8, "decoder_depth": 1, "decoder_heads": 2},
-            "gtsa": {"out_dim": 8, "projector_dim": 8, "rotation_dims": [8], "local_size": 16},
-            "rotation_supervised": {"head_dims": [8]},
-        }.get(base, {"out_dim": 8, "hidden_dim": 8, "bottleneck_dim": 8, "local_size": 16})
-        if cfg.method.startswith("tir"):
-            small |= {"d_patch": 64, "d_equi": 16}
+        # Every option is one the method accepts (with the method's small test heads, and crops
+        # and TIR widths shrunk where the config sets them, to keep this fast).
+        small = dict(METHODS.get(cfg.method).test_options)
+        shrunk = {"local_size": 16, "d_patch": 64, "d_equi": 16}
+        small |= {k: v for k, v in shrunk.items() if k in cfg.method_options}
         build_method(cfg.method, encoder, 32, {**cfg.method_options, **small})
 
 
@@ -215,18 +205,16 @@ def test_schedules() -> None:
 
 
 # ------------------------------------------------------------------------------ the engine
-#: Small heads for the methods the resume test runs.
-RESUME_OPTIONS: dict[str, dict[str, Any]] = {
-    "tir+vicreg": {"expander_dims": [32, 32]},
-    "tir+ibot": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16, "n_local": 1},
-}
+#: Options beyond the registered test options (small heads) for the methods the resume test runs.
+RESUME_OPTIONS: dict[str, dict[str, Any]] = {"tir+vicreg": {}, "tir+ibot": {"n_local": 1}}
 #: Log fields that measure time, not the computation.
 TIMING_FIELDS = {"images_per_s", "elapsed_s"}
 
 
 @pytest.mark.parametrize("method", ["tir+vicreg", "tir+ibot"])
 def test_resume_is_bit_for_bit(tmp_path: Path, method: str) -> None:
-    cfg = tiny(method=method, method_options=RESUME_OPTIONS[method])
+    options = {**METHODS.get(method).test_options, **RESUME_OPTIONS[method]}
+    cfg = tiny(method=method, method_options=options)
     straight = pretrain(cfg, tmp_path / "straight")
     interrupted = pretrain(cfg, tmp_path / "resumed", stop_at=2)
     first_half = load_state_file(interrupted)[0]

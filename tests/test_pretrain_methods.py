@@ -10,26 +10,15 @@ import torch
 
 from eqbench.backbones import Encoder, create_encoder
 from eqbench.errors import ConfigError, EqbenchError
-from eqbench.methods import METHODS, AugmentConfig, TrainBatch, TwoViewAugment, build_method
+from eqbench.methods import (
+    METHODS,
+    OBJECTIVES,
+    AugmentConfig,
+    TrainBatch,
+    TwoViewAugment,
+    build_method,
+)
 
-#: Small heads per base objective, so each method trains in well under a second.
-SMALL_OPTIONS: dict[str, dict[str, Any]] = {
-    "vicreg": {"expander_dims": [32, 32]},
-    "simclr": {"projector_dims": [32, 16]},
-    "dino": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
-    "ibot": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
-    "dinov2": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
-    "essl": {"projector_dims": [32, 16], "predictor_dims": [16]},
-    "augself": {
-        "projector_dims": [32, 16],
-        "predictor_dims": [16],
-        "predict": ["crop", "colour", "blur", "flip"],
-    },
-    "equimod": {"projector_dims": [32, 16], "equi_projector_dims": [32, 16]},
-    "sie": {"expander_dims": [32, 32]},
-    "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
-    "gtsa": {"out_dim": 32, "rotation_dims": [16, 8]},
-}
 IMG = 32
 
 
@@ -43,7 +32,8 @@ def _one_thread() -> Iterator[None]:
 
 
 def small_options(name: str) -> dict[str, Any]:
-    return dict(SMALL_OPTIONS.get(name.rsplit("+", 1)[-1], {}))
+    """The method's registered test options (small heads: it trains in well under a second)."""
+    return dict(METHODS.get(name).test_options)
 
 
 def images(n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -63,6 +53,15 @@ def test_registry_has_base_and_tir_methods() -> None:
     expected = {"simclr", "vicreg", "dino", "ibot", "dinov2"}
     assert expected | {f"tir+{name}" for name in expected} <= set(METHODS.names())
     assert {"essl", "augself", "equimod", "sie", "mae", "gtsa"} <= set(METHODS.names())
+    # every two-view objective has its tir+ variant, resolved by the registry
+    assert {f"tir+{name}" for name in OBJECTIVES.names()} <= set(METHODS.names())
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_registers_its_paper_and_a_description(name: str) -> None:
+    entry = METHODS.get(name)
+    assert "arXiv" in entry.paper and entry.description
+    assert "\n" not in entry.paper + entry.description
 
 
 @pytest.mark.parametrize("name", METHODS.names())

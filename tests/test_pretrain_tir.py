@@ -253,3 +253,42 @@ def test_gradient_share_is_logged_only_at_diagnostic_steps_and_leaves_the_loss()
     (n_rec,) = torch.autograd.grad(recon, tokens)
     expected = n_rec.norm() / (n_ssl.norm() + n_rec.norm())
     assert float(logged["recon_grad_share"]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_reconstruction_loss_reference_values() -> None:
+    """Eq. 3-4 of Wang et al. (arXiv 2503.18753) on hand-computed tensors: per image the squared
+    L2 norm of the difference summed over channels and pixels, the mean over the batch, then
+    (1/K) over the K targets; ``mean`` is the per-pixel variant (1/(3·S·S) of it)."""
+    from torch import nn
+
+    from eqbench.methods.tir import reconstruction_error, reconstruction_losses
+
+    target = torch.zeros(2, 3, 2, 2)
+    prediction = torch.zeros(2, 3, 2, 2)
+    prediction[0] = 1.0  # image 0: 12 entries off by 1 -> 12
+    prediction[1, 0, 0, 0] = 3.0  # image 1: one entry off by 3 -> 9
+    assert float(reconstruction_error(prediction, target)) == pytest.approx((12 + 9) / 2)
+    assert float(reconstruction_error(prediction, target, "mean")) == pytest.approx(21 / 24)
+
+    class Fixed(nn.Module):
+        def __init__(self, value: float) -> None:
+            super().__init__()
+            self.value = value
+
+        def forward(
+            self, pair: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]
+        ) -> torch.Tensor:
+            return torch.full((pair.shape[0], 3, *size), self.value)
+
+    tokens = torch.zeros(2, 4, 3)
+    out = reconstruction_losses(
+        nn.ModuleList([Fixed(1.0), Fixed(2.0)]),
+        tokens,
+        tokens,
+        (2, 2),
+        [target, target],
+        lambda t: t,
+    )
+    assert float(out["recon_1"]) == pytest.approx(12.0)  # 12 entries, each (1 - 0)^2
+    assert float(out["recon_2"]) == pytest.approx(48.0)  # each (2 - 0)^2
+    assert float(out["recon"]) == pytest.approx(30.0)  # (1/K) over K = 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 
@@ -68,8 +69,26 @@ def test_columns_without_a_task_are_marked(tmp_path: Path) -> None:
     out = rows(render("wang2026", "1", results, "csv"))
     assert out[-1][1] == "m"
     t5 = render("wang2026", "5", results, "md")
-    assert "aircraft: n/a (no eqbench task)" in t5
-    assert "imagenet: classification/linear on imagefolder ×100" in t5
+    assert "aircraft: classification/linear on aircraft ×100" in t5
+    assert "inat18: classification/linear_sgd on inat2018 ×100" in t5
+    assert "imagenet: classification/linear_sgd on imagenet ×100" in t5
+    assert "coco_map: n/a (no eqbench task)" in render("wang2026", "6", results, "md")
+
+
+def test_table5_shows_linear_sgd_on_imagenet(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    rec = dataclasses.replace(
+        record("m", "classification/linear_sgd", 0.8, metric="top1"), dataset="imagenet:/data/in1k"
+    )
+    write_result(rec, results)
+    other = dataclasses.replace(
+        record("m", "classification/linear", 0.5, metric="top1"), dataset="imagefolder:/x"
+    )
+    write_result(other, results)  # not ImageNet by name: no column takes it
+    out = rows(render("wang2026", "5", results, "csv"))
+    header, last = out[0], out[-1]
+    assert last[header.index("imagenet")] == "80.000"
+    assert last[header.index("cifar10")] == "—"
 
 
 def test_unknown_paper_and_table() -> None:

@@ -503,7 +503,7 @@ def test_table7_columns_name_the_task(tmp_path: Path, monkeypatch: pytest.Monkey
     assert lines[0].startswith("davis17_jf: video/davis on davis")
     assert lines[1].startswith("davis17_j: video/davis on davis [j]")
     assert lines[2].startswith("davis17_f: video/davis on davis [f]")
-    assert lines[3].startswith("vip_miou: n/a")
+    assert lines[3].startswith("vip_miou: video/vip on vip")
     record = {
         "task": "video/davis",
         "model_id": "m",
@@ -518,7 +518,7 @@ def test_table7_columns_name_the_task(tmp_path: Path, monkeypatch: pytest.Monkey
     tmp_path.joinpath("results").mkdir()
     _, _, rows = build("wang2026", "7", tmp_path / "results")
     assert rows[-1][:5] == ["eqbench", "m", "60.000", "55.000", "65.000"]
-    assert rows[-1][5] == "n/a"
+    assert rows[-1][5] == "—"  # a task, no result on vip yet
 
 
 # --- learning is real -------------------------------------------------------------------------

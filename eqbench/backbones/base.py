@@ -144,13 +144,15 @@ class Encoder(nn.Module):
             "backbone such as vit_tiny_patch16 or micro_vit."
         )
 
-    def forward_layers(self, images: Tensor, n: int) -> list[Features]:
-        """Features of ``n`` evenly spaced blocks, the last one included (dinov2's "lin. 4"
-        depth and segmentation heads read blocks 3, 6, 9 and 12 of a 12-block ViT), each after
-        the final norm, for images in [0, 1] ``(B, 3, H, W)``. ``n = 1`` is :meth:`forward`.
+    def forward_layers(self, images: Tensor, n: int, last: bool = False) -> list[Features]:
+        """Features of ``n`` blocks, the last one included, each after the final norm, for
+        images in [0, 1] ``(B, 3, H, W)``: ``n`` evenly spaced blocks (dinov2's "lin. 4" depth
+        and segmentation heads read blocks 3, 6, 9 and 12 of a 12-block ViT), or with ``last``
+        the ``n`` last blocks (dinov2's linear classifier, ``get_intermediate_layers(x, n)``).
+        ``n = 1`` is :meth:`forward`.
 
         Raises:
-            ConfigError: ``n > 1`` on a backbone without transformer blocks to read.
+            ConfigError: ``n`` exceeds :meth:`block_count`.
         """
         if n == 1:
             return [self(images)]
@@ -158,6 +160,10 @@ class Encoder(nn.Module):
             f"Backbone '{self.arch}' cannot return intermediate layers (layers={n} needs a "
             "timm ViT). Use layers=1."
         )
+
+    def block_count(self) -> int:
+        """How many blocks :meth:`forward_layers` can read (1: only the final output)."""
+        return 1
 
     def describe(self) -> dict[str, Any]:
         """Backbone name and kwargs that rebuild this encoder (stored in checkpoints)."""

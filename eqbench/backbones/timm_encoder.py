@@ -255,18 +255,22 @@ class TimmEncoder(Encoder):
         out = torch.cat([tokens[:, :prefix], visible], dim=1)
         return model.norm(model.blocks(model.norm_pre(out))), grid
 
-    def forward_layers(self, images: Tensor, n: int) -> list[Features]:
-        """Features of ``n`` evenly spaced blocks (block ``(k + 1) · depth / n`` for k < n, as
-        dinov2's ``out_index`` [2, 5, 8, 11] of a 12-block ViT), after the final norm, through
-        timm's ``forward_intermediates``."""
+    def forward_layers(self, images: Tensor, n: int, last: bool = False) -> list[Features]:
+        """Features of ``n`` blocks after the final norm, through timm's
+        ``forward_intermediates``: evenly spaced (block ``(k + 1) · depth / n`` for k < n, as
+        dinov2's ``out_index`` [2, 5, 8, 11] of a 12-block ViT) or, with ``last``, the ``n``
+        last ones (facebookresearch/dinov2 ``dinov2/models/vision_transformer.py`` L277:
+        ``blocks_to_take = range(total_block_len - n, total_block_len)``)."""
         model = self.model
-        blocks = getattr(model, "blocks", None)
-        if n == 1 or not self.is_token_model or not hasattr(model, "forward_intermediates"):
-            return super().forward_layers(images, n)
-        depth = len(blocks) if blocks is not None else 0
+        if n == 1 or self.block_count() == 1:
+            return super().forward_layers(images, n, last)
+        depth = self.block_count()
         if not 1 <= n <= depth:
             raise ConfigError(f"Backbone '{self.arch}' has {depth} blocks; cannot read {n}.")
-        indices = [(k + 1) * depth // n - 1 for k in range(n)]
+        if last:
+            indices = list(range(depth - n, depth))
+        else:
+            indices = [(k + 1) * depth // n - 1 for k in range(n)]
         x = self.normalize(images)
         outs = model.forward_intermediates(
             x, indices=indices, return_prefix_tokens=True, norm=True, intermediates_only=True
@@ -277,6 +281,14 @@ class TimmEncoder(Encoder):
             cls = prefix[:, 0] if self.has_cls else None
             feats.append(Features(cls=cls, patch=patch, grid=tuple(spatial.shape[-2:])))
         return feats
+
+    def block_count(self) -> int:
+        """The transformer blocks :meth:`forward_layers` can read (1 for CNNs)."""
+        model = self.model
+        blocks = getattr(model, "blocks", None)
+        if not self.is_token_model or not hasattr(model, "forward_intermediates"):
+            return 1
+        return len(blocks) if blocks is not None else 1
 
     def describe(self) -> dict[str, Any]:
         """``{"name", "kwargs", "timm_name"}``; ``create_encoder(name, **kwargs)`` rebuilds it."""

@@ -385,10 +385,12 @@ def detect_format(obj: dict[str, Any], metadata: dict[str, str]) -> str:
         f"Cannot tell the checkpoint's format: it holds no tensors at its top level, and none "
         f"of the known wrappers ('teacher'/'student', 'model', a 'state_dict' of a ViT or a "
         f"Lightning checkpoint); top-level keys: {', '.join(list(obj)[:6])}. "
-        f"Pass --format (one of {', '.join(FORMAT_NAMES)})."
+        f"Pass --format (one of {', '.join(format_names())})."
     )
 
 
-#: Every format ``eqbench submit --format`` and zoo cards accept: eqbench's own, then the
-#: registered converters (derived from :data:`FORMATS`, so a new converter is listed by itself).
-FORMAT_NAMES = ("eqbench", *FORMATS.names())
+def format_names() -> tuple[str, ...]:
+    """Every format ``eqbench submit --format`` and zoo cards accept: eqbench's own, then the
+    converters registered now (read from :data:`FORMATS` on each call, so a converter registered
+    later, by a plugin, is accepted and listed too)."""
+    return ("eqbench", *FORMATS.names())

@@ -1,12 +1,12 @@
 """Image datasets. Importing this package registers the built-in and path-based datasets.
 
-``DESCRIPTIONS`` maps each registered name to a one-line description with its expected layout,
-for ``eqbench ls datasets``.
+Each dataset registers with a one-line description of what it is and the layout ``PATH`` must
+have (``@DATASETS.register(name, description=...)``), which ``eqbench ls datasets`` lists.
 """
 
 from __future__ import annotations
 
-from eqbench.data import (
+from eqbench.data import (  # noqa: F401  (registers)
     ade20k,
     cifar,
     clips,
@@ -14,42 +14,31 @@ from eqbench.data import (
     davis,
     depth,
     digits,
+    figures,
+    finegrained,
     imagefolder,
-    inat,
+    imagenet,
+    inaturalist,
     photos,
+    pose,
     scenes,
     shapes,
+    vip,
     voc,
 )
 from eqbench.data.base import DATASETS, DatasetSpec, ImageDataset, load_dataset, resize_square
 from eqbench.data.dense import IGNORE_INDEX, SegmentationDataset
 from eqbench.data.depth import DepthDataset
+from eqbench.data.pose import PoseDataset
 from eqbench.data.video import VideoDataset
-
-#: One line per dataset: what it is and the layout ``PATH`` must have.
-DESCRIPTIONS: dict[str, str] = {
-    **photos.DESCRIPTIONS,
-    **digits.DESCRIPTIONS,
-    **imagefolder.DESCRIPTIONS,
-    **inat.DESCRIPTIONS,
-    **cifar.DESCRIPTIONS,
-    **shapes.DESCRIPTIONS,
-    **ade20k.DESCRIPTIONS,
-    **voc.DESCRIPTIONS,
-    **coco.DESCRIPTIONS,
-    **clips.DESCRIPTIONS,
-    **davis.DESCRIPTIONS,
-    **scenes.DESCRIPTIONS,
-    **depth.DESCRIPTIONS,
-}
 
 __all__ = [
     "DATASETS",
-    "DESCRIPTIONS",
     "IGNORE_INDEX",
     "DatasetSpec",
     "DepthDataset",
     "ImageDataset",
+    "PoseDataset",
     "SegmentationDataset",
     "VideoDataset",
     "load_dataset",

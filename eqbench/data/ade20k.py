@@ -47,14 +47,6 @@ ADE20K_CLASSES: tuple[str, ...] = (
     "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
 )  # fmt: skip
 
-DESCRIPTIONS = {
-    "ade20k": (
-        "ADE20K SceneParsing at PATH (ADEChallengeData2016/): images/{training,validation}/"
-        "*.jpg + annotations/{training,validation}/*.png; 150 classes, 0 = other (ignored, "
-        "reduce-zero-label as in mmseg); n = seeded subset."
-    )
-}
-
 
 def ade20k_root(root: Path) -> Path:
     """``root`` itself or its ``ADEChallengeData2016`` child, whichever holds ``images/``."""
@@ -86,7 +78,14 @@ def ade20k_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-@DATASETS.register("ade20k")
+@DATASETS.register(
+    "ade20k",
+    description=(
+        "ADE20K SceneParsing at PATH (ADEChallengeData2016/): images/{training,validation}/"
+        "*.jpg + annotations/{training,validation}/*.png; 150 classes, 0 = other (ignored, "
+        "reduce-zero-label as in mmseg); n = seeded subset."
+    ),
+)
 def ade20k(path: str | None, split: str, n: int | None, seed: int) -> SegmentationDataset:
     """Factory of ``ade20k:PATH``."""
     if split not in SPLITS:

@@ -78,13 +78,13 @@ CIFAR100 = CifarLayout(
     names_key="fine_label_names",
 )
 
-DESCRIPTIONS = {
-    layout.name: (
+
+def describe(layout: CifarLayout) -> str:
+    """The ``eqbench ls datasets`` line of a CIFAR release."""
+    return (
         f"{layout.title}, Python pickle release, 32×32 resized to the encoder size: "
         f"{layout.describe()}; PATH may also be that folder itself."
     )
-    for layout in (CIFAR10, CIFAR100)
-}
 
 
 def _text(value: Any) -> Any:
@@ -238,13 +238,13 @@ def _factory(layout: CifarLayout, path: str | None, split: str, n: int | None) -
     return Cifar(resolve_folder(path, layout), layout, split)
 
 
-@DATASETS.register("cifar10")
+@DATASETS.register("cifar10", description=describe(CIFAR10))
 def cifar10(path: str | None, split: str, n: int | None, seed: int) -> ImageDataset:
     """Factory of ``cifar10:PATH`` (``n`` and ``seed`` ignored)."""
     return _factory(CIFAR10, path, split, n)
 
 
-@DATASETS.register("cifar100")
+@DATASETS.register("cifar100", description=describe(CIFAR100))
 def cifar100(path: str | None, split: str, n: int | None, seed: int) -> ImageDataset:
     """Factory of ``cifar100:PATH`` (``n`` and ``seed`` ignored)."""
     return _factory(CIFAR100, path, split, n)

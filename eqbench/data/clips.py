@@ -51,15 +51,6 @@ WINDOW_SCALE = (0.45, 0.7)
 PAN = 0.3
 DEFAULT_N = {"train": 16, "test": 8}
 
-DESCRIPTIONS = {
-    "shape_clips": (
-        f"Built-in, no PATH: seeded {FRAMES}-frame videos ({FRAME_SIZE[1]}x{FRAME_SIZE[0]}) of "
-        f"2-{MAX_OBJECTS} moving, spinning, occluding shapes over panning crops of the built-in "
-        "photos, with exact DAVIS-style object masks; n = number of clips (default "
-        f"{DEFAULT_N['train']} train / {DEFAULT_N['test']} test)."
-    )
-}
-
 
 @dataclass(frozen=True)
 class MovingShape:
@@ -234,7 +225,15 @@ class ShapeClips(VideoDataset):
         }
 
 
-@DATASETS.register("shape_clips")
+@DATASETS.register(
+    "shape_clips",
+    description=(
+        f"Built-in, no PATH: seeded {FRAMES}-frame videos ({FRAME_SIZE[1]}x{FRAME_SIZE[0]}) of "
+        f"2-{MAX_OBJECTS} moving, spinning, occluding shapes over panning crops of the built-in "
+        "photos, with exact DAVIS-style object masks; n = number of clips (default "
+        f"{DEFAULT_N['train']} train / {DEFAULT_N['test']} test)."
+    ),
+)
 def shape_clips(path: str | None, split: str, n: int | None, seed: int) -> VideoDataset:
     """Factory of the built-in ``shape_clips`` dataset (``path`` must be ``None``)."""
     if path is not None:

@@ -42,13 +42,6 @@ _LAYOUT = (
     "Pass --dataset coco:PATH with PATH holding annotations/instances_train2017.json and "
     "annotations/instances_val2017.json, and the images in train2017/ and val2017/."
 )
-DESCRIPTIONS = {
-    "coco": (
-        "COCO instances at PATH: annotations/instances_{train,val}*.json + images in "
-        "train*/ and val*/ (polygon or RLE masks); semantic maps 0 = none, 1..K categories, "
-        "crowds ignored; n = seeded subset."
-    )
-}
 
 
 def annotation_file(root: Path, split: str) -> Path:
@@ -217,7 +210,14 @@ class CocoInstances(SegmentationDataset):
         }
 
 
-@DATASETS.register("coco")
+@DATASETS.register(
+    "coco",
+    description=(
+        "COCO instances at PATH: annotations/instances_{train,val}*.json + images in "
+        "train*/ and val*/ (polygon or RLE masks); semantic maps 0 = none, 1..K categories, "
+        "crowds ignored; n = seeded subset."
+    ),
+)
 def coco(path: str | None, split: str, n: int | None, seed: int) -> SegmentationDataset:
     """Factory of ``coco:PATH``."""
     if split not in SPLITS:

@@ -33,14 +33,6 @@ _LAYOUT = (
     "TrainVal archive)."
 )
 
-DESCRIPTIONS = {
-    "davis": (
-        "DAVIS-2017 at PATH (DAVIS/): JPEGImages/480p/<seq>/*.jpg, Annotations/480p/<seq>/*.png "
-        "(palette index = object id), ImageSets/2017/{train,val}.txt; val is the test split; "
-        "n = first n sequences."
-    )
-}
-
 
 def davis_root(root: Path) -> Path:
     """``root`` itself or its ``DAVIS`` child, whichever holds ``JPEGImages/``."""
@@ -151,7 +143,14 @@ class DavisVideos(VideoDataset):
         }
 
 
-@DATASETS.register("davis")
+@DATASETS.register(
+    "davis",
+    description=(
+        "DAVIS-2017 at PATH (DAVIS/): JPEGImages/480p/<seq>/*.jpg, Annotations/480p/<seq>/*.png "
+        "(palette index = object id), ImageSets/2017/{train,val}.txt; val is the test split; "
+        "n = first n sequences."
+    ),
+)
 def davis(path: str | None, split: str, n: int | None, seed: int) -> VideoDataset:
     """Factory of ``davis:PATH`` (``seed`` is unused: subsets are the first ``n`` sequences)."""
     if split not in SPLITS:

@@ -68,19 +68,6 @@ _KITTI_LAYOUT = (
     "metres = value / 256)."
 )
 
-DESCRIPTIONS = {
-    "nyu": (
-        "NYU Depth v2, BTS's labelled split at PATH: nyu_{train,test}.txt listing "
-        "'<rgb> <depth> <focal>' relative to PATH; depth 16-bit PNG in mm; eigen crop, 10 m cap; "
-        "n = seeded subset."
-    ),
-    "kitti": (
-        "KITTI Eigen split at PATH: kitti_eigen_{train,test}.txt listing '<rgb> <depth> <focal>', "
-        "input/<rgb>, gt_depth/<depth> (16-bit PNG, /256 = m); KB crop, Garg crop, 80 m cap; "
-        "n = seeded subset."
-    ),
-}
-
 
 class DepthDataset(ImageDataset):
     """A split whose images come with metric depth maps.
@@ -244,7 +231,14 @@ def _check_split(split: str) -> None:
         raise DatasetError(f"Unknown split '{split}'; use train or test.")
 
 
-@DATASETS.register("nyu")
+@DATASETS.register(
+    "nyu",
+    description=(
+        "NYU Depth v2, BTS's labelled split at PATH: nyu_{train,test}.txt listing "
+        "'<rgb> <depth> <focal>' relative to PATH; depth 16-bit PNG in mm; eigen crop, 10 m cap; "
+        "n = seeded subset."
+    ),
+)
 def nyu(path: str | None, split: str, n: int | None, seed: int) -> DepthDataset:
     """Factory of ``nyu:PATH`` (BTS's labelled NYU-v2 split, see the module docstring)."""
     _check_split(split)
@@ -256,7 +250,14 @@ def nyu(path: str | None, split: str, n: int | None, seed: int) -> DepthDataset:
     return DepthFiles("nyu", root, split, pairs, 1000.0, 1e-3, 10.0, "eigen", False, n, seed)
 
 
-@DATASETS.register("kitti")
+@DATASETS.register(
+    "kitti",
+    description=(
+        "KITTI Eigen split at PATH: kitti_eigen_{train,test}.txt listing '<rgb> <depth> <focal>', "
+        "input/<rgb>, gt_depth/<depth> (16-bit PNG, /256 = m); KB crop, Garg crop, 80 m cap; "
+        "n = seeded subset."
+    ),
+)
 def kitti(path: str | None, split: str, n: int | None, seed: int) -> DepthDataset:
     """Factory of ``kitti:PATH`` (the Eigen split, see the module docstring)."""
     _check_split(split)

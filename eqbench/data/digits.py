@@ -27,13 +27,6 @@ TEST_SIZE = 0.3
 RANDOM_STATE = 0
 VERSION = 1
 
-DESCRIPTIONS = {
-    "digits": (
-        "Built-in, no PATH: scikit-learn's 1797 handwritten 8×8 digits (10 classes) upscaled to "
-        "RGB; stratified 70/30 train/test split (random_state 0); n and seed are ignored."
-    )
-}
-
 
 @functools.lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -87,7 +80,13 @@ class Digits(ImageDataset):
         }
 
 
-@DATASETS.register("digits")
+@DATASETS.register(
+    "digits",
+    description=(
+        "Built-in, no PATH: scikit-learn's 1797 handwritten 8×8 digits (10 classes) upscaled to "
+        "RGB; stratified 70/30 train/test split (random_state 0); n and seed are ignored."
+    ),
+)
 def digits(path: str | None, split: str, n: int | None, seed: int) -> ImageDataset:
     """Factory of the built-in ``digits`` dataset (``path`` must be ``None``; n, seed ignored)."""
     if path is not None:

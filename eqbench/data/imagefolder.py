@@ -45,13 +45,6 @@ _LAYOUT = (
     "train/<class>/*.jpg and val/<class>/*.jpg (or test/<class>/*.jpg)."
 )
 
-DESCRIPTIONS = {
-    "imagefolder": (
-        "Images in ImageNet layout at PATH: PATH/train/<class>/*.{jpg,png,...} and "
-        "PATH/val/<class>/* (or PATH/test/); classes = train/ folder names; n = seeded subset."
-    )
-}
-
 
 def _is_image(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
@@ -275,7 +268,13 @@ class ImageFolder(ImageDataset):
         }
 
 
-@DATASETS.register("imagefolder")
+@DATASETS.register(
+    "imagefolder",
+    description=(
+        "Images in ImageNet layout at PATH: PATH/train/<class>/*.{jpg,png,...} and "
+        "PATH/val/<class>/* (or PATH/test/); classes = train/ folder names; n = seeded subset."
+    ),
+)
 def imagefolder(path: str | None, split: str, n: int | None, seed: int) -> ImageDataset:
     """Factory of ``imagefolder:PATH``."""
     if not path:

@@ -66,15 +66,6 @@ PHOTO_NAMES: tuple[str, ...] = ("china", "flower", *_SKIMAGE_PHOTOS, "grace_hopp
 #: The test photos: colour flowers, an animal, a portrait, grey objects and a grey texture.
 TEST_PHOTOS: tuple[str, ...] = ("flower", "chelsea", "grace_hopper", "coins", "gravel")
 
-DESCRIPTIONS = {
-    "photos": (
-        f"Built-in, no PATH: seeded random square crops of {len(PHOTO_NAMES)} photographs "
-        "bundled with scikit-learn, scikit-image and matplotlib; test uses photos "
-        f"{', '.join(TEST_PHOTOS)}, train the rest; n = number of crops "
-        f"(default {DEFAULT_N['train']} train / {DEFAULT_N['test']} test)."
-    )
-}
-
 
 def _to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Return ``image`` as a C-contiguous ``(H, W, 3)`` uint8 array."""
@@ -251,7 +242,15 @@ class PhotoCrops(ImageDataset):
         }
 
 
-@DATASETS.register("photos")
+@DATASETS.register(
+    "photos",
+    description=(
+        f"Built-in, no PATH: seeded random square crops of {len(PHOTO_NAMES)} photographs "
+        "bundled with scikit-learn, scikit-image and matplotlib; test uses photos "
+        f"{', '.join(TEST_PHOTOS)}, train the rest; n = number of crops "
+        f"(default {DEFAULT_N['train']} train / {DEFAULT_N['test']} test)."
+    ),
+)
 def photos(path: str | None, split: str, n: int | None, seed: int) -> ImageDataset:
     """Factory of the built-in ``photos`` dataset (``path`` must be ``None``)."""
     if path is not None:

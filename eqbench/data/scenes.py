@@ -38,14 +38,6 @@ MAX_OBJECTS = 4
 MAX_DEPTH = 10.0
 DEFAULT_N = {"train": 400, "test": 100}
 
-DESCRIPTIONS = {
-    "depth_scenes": (
-        f"Built-in, no PATH: seeded {IMAGE_SIZE[1]}x{IMAGE_SIZE[0]} renders of textured rooms "
-        f"with 1-{MAX_OBJECTS} spheres and boxes and their exact z-depth in metres (< 10 m); "
-        f"n = number of images (default {DEFAULT_N['train']} train / {DEFAULT_N['test']} test)."
-    )
-}
-
 
 @dataclass(frozen=True)
 class Surface:
@@ -186,7 +178,14 @@ class DepthScenes(DepthDataset):
         }
 
 
-@DATASETS.register("depth_scenes")
+@DATASETS.register(
+    "depth_scenes",
+    description=(
+        f"Built-in, no PATH: seeded {IMAGE_SIZE[1]}x{IMAGE_SIZE[0]} renders of textured rooms "
+        f"with 1-{MAX_OBJECTS} spheres and boxes and their exact z-depth in metres (< 10 m); "
+        f"n = number of images (default {DEFAULT_N['train']} train / {DEFAULT_N['test']} test)."
+    ),
+)
 def depth_scenes(path: str | None, split: str, n: int | None, seed: int) -> DepthDataset:
     """Factory of the built-in scenes (no path)."""
     if path:

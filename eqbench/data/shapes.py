@@ -54,15 +54,6 @@ SHAPE_VALUE = (0.85, 1.0)
 CROP_SCALE = (0.3, 0.8)
 DEFAULT_N = {"train": 1000, "test": 200}
 
-DESCRIPTIONS = {
-    "shapes": (
-        "Built-in, no PATH: seeded scenes of circles, squares, triangles, stars and crosses "
-        "over crops of the built-in photos, with semantic masks (0 = background), instance "
-        f"masks and boxes; n = number of scenes (default {DEFAULT_N['train']} train / "
-        f"{DEFAULT_N['test']} test). Export: `eqbench data export shapes`."
-    )
-}
-
 
 def _star(points: int, inner: float) -> np.ndarray:
     angles = np.pi / 2 + np.arange(2 * points) * np.pi / points
@@ -237,7 +228,15 @@ class ShapeScenes(SegmentationDataset):
         }
 
 
-@DATASETS.register("shapes")
+@DATASETS.register(
+    "shapes",
+    description=(
+        "Built-in, no PATH: seeded scenes of circles, squares, triangles, stars and crosses "
+        "over crops of the built-in photos, with semantic masks (0 = background), instance "
+        f"masks and boxes; n = number of scenes (default {DEFAULT_N['train']} train / "
+        f"{DEFAULT_N['test']} test). Export: `eqbench data export shapes`."
+    ),
+)
 def shapes(path: str | None, split: str, n: int | None, seed: int) -> SegmentationDataset:
     """Factory of the built-in ``shapes`` dataset (``path`` must be ``None``)."""
     if path is not None:

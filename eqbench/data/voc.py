@@ -29,13 +29,6 @@ VOC_CLASSES: tuple[str, ...] = (
     "train", "tvmonitor",
 )  # fmt: skip
 
-DESCRIPTIONS = {
-    "voc": (
-        "Pascal VOC 2012 at PATH (VOC2012/): JPEGImages/*.jpg, SegmentationClass/*.png, "
-        "ImageSets/Segmentation/{train,val}.txt; 21 classes, 255 = ignore; n = seeded subset."
-    )
-}
-
 
 def voc_root(root: Path) -> Path:
     """``root`` itself or its ``VOC2012`` child, whichever holds ``JPEGImages/``."""
@@ -67,7 +60,13 @@ def voc_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-@DATASETS.register("voc")
+@DATASETS.register(
+    "voc",
+    description=(
+        "Pascal VOC 2012 at PATH (VOC2012/): JPEGImages/*.jpg, SegmentationClass/*.png, "
+        "ImageSets/Segmentation/{train,val}.txt; 21 classes, 255 = ignore; n = seeded subset."
+    ),
+)
 def voc(path: str | None, split: str, n: int | None, seed: int) -> SegmentationDataset:
     """Factory of ``voc:PATH``."""
     if split not in SPLITS:

@@ -63,6 +63,10 @@ class LinearDepthHead(nn.Module):
         self.conv = nn.Conv2d(in_dim, n_bins if classify else 1, kernel_size=1)
         self.register_buffer("bins", torch.linspace(min_depth, max_depth, n_bins))
 
+    def output_size(self, grid: tuple[int, int]) -> tuple[int, int]:
+        """``(H, W)`` of the depth map for a token grid ``(h, w)``."""
+        return grid[0] * self.upsample, grid[1] * self.upsample
+
     def forward(self, feats: Tensor) -> Tensor:
         """Depth ``(B, h·upsample, w·upsample)`` in metres from features ``(B, C, h, w)``."""
         h, w = feats.shape[-2:]
@@ -75,21 +79,38 @@ class LinearDepthHead(nn.Module):
             mode="bilinear",
             align_corners=False,
         )  # (B, K, H', W')
-        if not self.classify:
-            return torch.relu(logit[:, 0]) + self.min_depth
-        if self.norm_strategy == "linear":
-            prob = torch.relu(logit) + 0.1
-            prob = prob / prob.sum(dim=1, keepdim=True)
-        elif self.norm_strategy == "softmax":
-            prob = torch.softmax(logit, dim=1)
-        else:
-            prob = torch.sigmoid(logit)
-            prob = prob / prob.sum(dim=1, keepdim=True)
         bins: Tensor = self.bins  # type: ignore[assignment]
-        return torch.einsum("bkhw,k->bhw", prob, bins)
+        return depth_from_logits(logit, bins, self.classify, self.norm_strategy, self.min_depth)
 
 
-def predict(head: LinearDepthHead, feats: Tensor, size: tuple[int, int]) -> Tensor:
+def depth_from_logits(
+    logit: Tensor,
+    bins: Tensor,
+    classify: bool,
+    norm_strategy: str,
+    min_depth: float,
+    scale_up: bool = False,
+) -> Tensor:
+    """Depth ``(B, H, W)`` from a head's output ``(B, K, H, W)`` (dinov2 ``depth_pred``,
+    ``decode_head.py`` lines 155-184): the expectation over the ``K`` bins of the normalised
+    scores, or for regression (``K = 1``) ``ReLU(x) + min_depth`` or, with ``scale_up``,
+    ``sigmoid(x) · max_depth`` (the top bin)."""
+    if not classify:
+        if scale_up:
+            return torch.sigmoid(logit[:, 0]) * bins[-1]
+        return torch.relu(logit[:, 0]) + min_depth
+    if norm_strategy == "linear":
+        prob = torch.relu(logit) + 0.1
+        prob = prob / prob.sum(dim=1, keepdim=True)
+    elif norm_strategy == "softmax":
+        prob = torch.softmax(logit, dim=1)
+    else:
+        prob = torch.sigmoid(logit)
+        prob = prob / prob.sum(dim=1, keepdim=True)
+    return torch.einsum("bkhw,k->bhw", prob, bins)
+
+
+def predict(head: nn.Module, feats: Tensor, size: tuple[int, int]) -> Tensor:
     """The head's depth ``(B, H, W)`` resized bilinearly to ``size``."""
     out = head(feats)[:, None]  # (B, 1, h', w')
     return F.interpolate(out, size=size, mode="bilinear", align_corners=False)[:, 0]
@@ -131,15 +152,15 @@ def learning_rate(step: int, cfg: DepthTraining) -> float:
 
 
 def train_depth_head(
-    head: LinearDepthHead,
+    head: nn.Module,
     feats: Tensor,
     depth: Tensor,
     valid: Tensor,
     cfg: DepthTraining,
     seed: int,
     device: torch.device,
-) -> LinearDepthHead:
-    """Fit ``head`` on frozen features.
+) -> nn.Module:
+    """Fit ``head`` (a depth head: features ``(B, C, h, w)`` to depth) on frozen features.
 
     Args:
         head: an untrained head (moved to ``device``).

@@ -214,8 +214,63 @@ class FeatureStore:
         if key in self._memory:
             self.cache_hits += 1
             return self._memory[key]["patch"]
+        spans = batch_spans(n, self.batch_size)
+        maps = self.encode_patch_maps(make_batch, spans, label or dataset.name)
+        self._memory[key] = {"patch": maps}
+        return maps
+
+    @torch.inference_mode()
+    def encode_patch_maps(self, make_batch: BatchFn, spans: list[range], label: str) -> Tensor:
+        """Patch-token maps ``(N, D, h, w)`` (float32, CPU) of the images of ``spans``, in order,
+        one batch per span; nothing is cached (a rank's shard under ``torchrun``)."""
+        n = sum(len(span) for span in spans)
         parts: list[Tensor] = []
         start = time.perf_counter()
+        with Progress(
+            TextColumn("[bold]encode[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not self.show_progress,
+            transient=True,
+        ) as progress:
+            bar = progress.add_task(label or "patch maps", total=n)
+            for count, out in self._forward_batches(make_batch, spans):
+                parts.append(_patch_map(out).float().cpu())
+                progress.advance(bar, count)
+        self.images_encoded += n
+        log.info("encoded %d patch maps (%s) in %.1fs", n, label, time.perf_counter() - start)
+        if not parts:
+            return torch.empty(0)
+        return torch.cat(parts)
+
+    def last_blocks(self, request: FeatureRequest, n: int) -> dict[str, Tensor]:
+        """The CLS tokens of the ``n`` last blocks and the mean patch token of the last block of
+        every image of ``request``, cached like :meth:`fetch` (dinov2's linear-classifier input,
+        facebookresearch/dinov2 ``dinov2/eval/linear.py`` L171-183 ``create_linear_input``).
+
+        Returns:
+            ``cls_blocks`` ``(N, n, D)`` float32 (block order, last block last; the mean patch
+            token for models without a CLS token) and ``avgpool`` ``(N, D)``.
+
+        Raises:
+            ConfigError: the backbone has fewer than ``n`` blocks
+                (:meth:`~eqbench.backbones.base.Encoder.block_count`).
+        """
+        key = self.key(request.dataset, {**request.what, "last_blocks": n})
+        feats = self.cached(key)
+        if feats is not None:
+            self.cache_hits += 1
+            return feats
+        encoder = self.encoder
+
+        def forward(images: Tensor) -> list[Features]:
+            return encoder.forward_layers(images, n, last=True)
+
+        cls_parts: list[Tensor] = []
+        avg_parts: list[Tensor] = []
+        start = time.perf_counter()
+        spans = batch_spans(len(request.dataset), self.batch_size)
         with (
             torch.inference_mode(),
             Progress(
@@ -227,19 +282,30 @@ class FeatureStore:
                 transient=True,
             ) as progress,
         ):
-            bar = progress.add_task(label or dataset.name, total=n)
-            for count, out in self._forward_batches(make_batch, batch_spans(n, self.batch_size)):
-                parts.append(_patch_map(out).float().cpu())
+            bar = progress.add_task(
+                request.label or request.dataset.name, total=len(request.dataset)
+            )
+            for count, outs in self._forward_batches(request.make_batch, spans, forward):
+                blocks = [out.pooled("cls").float().cpu() for out in outs]  # n × (B, D)
+                cls_parts.append(torch.stack(blocks, dim=1))  # (B, n, D)
+                avg_parts.append(outs[-1].pooled("avgpool").float().cpu())  # (B, D)
                 progress.advance(bar, count)
-        self.images_encoded += n
-        log.info("encoded %d patch maps (%s) in %.1fs", n, label, time.perf_counter() - start)
-        maps = torch.cat(parts)
-        self._memory[key] = {"patch": maps}
-        return maps
+        self.images_encoded += len(request.dataset)
+        log.info(
+            "encoded %d images, %d last blocks (%s) in %.1fs",
+            len(request.dataset),
+            n,
+            request.label,
+            time.perf_counter() - start,
+        )
+        return self.keep(key, {"cls_blocks": torch.cat(cls_parts), "avgpool": torch.cat(avg_parts)})
 
     def _forward_batches(
-        self, make_batch: BatchFn, spans: list[range]
-    ) -> Iterator[tuple[int, Features]]:
+        self,
+        make_batch: BatchFn,
+        spans: list[range],
+        forward: Callable[[Tensor], Any] | None = None,
+    ) -> Iterator[tuple[int, Any]]:
         """Encode the images of ``spans`` batch by batch, making the next batch while this one
         runs.
 
@@ -248,8 +314,10 @@ class FeatureStore:
         outputs are read, so making views and encoding overlap without a thread. On the CPU
         (``prefetch``) a single background thread makes the next batch during the forward;
         batches are a deterministic function of their indices, so the features do not depend on
-        the schedule. Yields ``(batch length, encoder output)`` in order.
+        the schedule. Yields ``(batch length, encoder output)`` in order; ``forward`` replaces
+        the encoder's forward pass (e.g. to read several blocks).
         """
+        run = self.encoder if forward is None else forward
         if not spans:
             return
         cuda = self.device.type == "cuda"
@@ -267,7 +335,7 @@ class FeatureStore:
                 if pool is not None and later is not None:
                     ready = pool.submit(make, later)
                 with autocast(self.device):
-                    out = self.encoder(images.to(self.device, non_blocking=cuda))
+                    out = run(images.to(self.device, non_blocking=cuda))
                 if pool is None and later is not None:
                     ready = make(later)  # on CUDA this runs while the GPU encodes ``images``
                 yield len(span), out
@@ -327,12 +395,18 @@ def select_feature(feats: dict[str, Tensor], kind: str) -> Tensor:
         out = feats[kind]
     else:
         raise ValueError(f"unknown feature kind {kind!r}; use one of {FEATURE_KINDS}")
-    if out.is_floating_point() and not bool(out.isfinite().all()):
+    return check_finite(out, kind)
+
+
+def check_finite(features: Tensor, kind: str) -> Tensor:
+    """``features`` unchanged, or :class:`EqbenchError` when they hold NaN or infinite values
+    (the model overflowed), which would otherwise score chance level silently."""
+    if features.is_floating_point() and not bool(features.isfinite().all()):
         raise EqbenchError(
             f"The model's {kind} features hold NaN or infinite values, so no probe can read "
             "them. Check the checkpoint (an earlier one of the run), or --device cpu."
         )
-    return out
+    return features
 
 
 def check_feature(feature: str, where: str) -> None:

@@ -35,7 +35,7 @@ from eqbench.errors import ConfigError
 from eqbench.losses import augself_loss
 from eqbench.methods.augment import AugmentConfig, ViewParams
 from eqbench.methods.auxiliary import AuxiliaryMethod, AuxiliaryOptions
-from eqbench.methods.base import METHODS, Method, TrainBatch, projection_mlp
+from eqbench.methods.base import Method, TrainBatch, projection_mlp, register_method
 
 #: ``group -> (width, loss kind)``.
 AUGSELF_GROUPS: dict[str, tuple[int, str]] = {
@@ -157,7 +157,15 @@ class AugSelf(AuxiliaryMethod):
         return out
 
 
-@METHODS.register("augself")
+@register_method(
+    "augself",
+    paper="AugSelf: Lee et al., NeurIPS 2021, arXiv 2111.09613",
+    test_options={
+        "projector_dims": [32, 16],
+        "predictor_dims": [16],
+        "predict": ["crop", "colour", "blur", "flip"],
+    },
+)
 def augself(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
     """AugSelf (arXiv 2111.09613): augmentation-difference prediction added to SimCLR."""
     return AugSelf("augself", encoder, img_size, options)

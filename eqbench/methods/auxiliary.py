@@ -19,11 +19,8 @@ from torch import Tensor
 from eqbench.backbones import Encoder
 from eqbench.config import from_dict, to_dict
 from eqbench.errors import ConfigError
-from eqbench.methods.augment import SIMCLR_AUGMENT, TwoViewAugment, build_augment_config
+from eqbench.methods.augment import TwoViewAugment, build_augment_config
 from eqbench.methods.base import OBJECTIVES, Method, build_objective, split_options
-
-#: Base objectives an auxiliary method can sit on, and their augmentation defaults.
-BASE_AUGMENT: dict[str, dict[str, Any] | None] = {"simclr": SIMCLR_AUGMENT, "vicreg": None}
 
 
 @dataclass
@@ -31,7 +28,8 @@ class AuxiliaryOptions:
     """Options every auxiliary method has (its own options extend these).
 
     Attributes:
-        base: the invariance objective, ``simclr`` or ``vicreg``.
+        base: the invariance objective, any in :data:`~eqbench.methods.base.OBJECTIVES`
+            (``simclr``, ``vicreg``).
         pool: backbone feature fed to the objective and the heads: ``avgpool`` (mean patch
             token, **eqbench default**, as :class:`~eqbench.methods.joint.JointEmbedding`) or
             ``cls``.
@@ -43,9 +41,9 @@ class AuxiliaryOptions:
     augment: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.base not in BASE_AUGMENT:
+        if self.base not in OBJECTIVES:
             raise ConfigError(
-                f"method option base must be one of {sorted(BASE_AUGMENT)}, got '{self.base}'."
+                f"method option base must be one of {OBJECTIVES.names()}, got '{self.base}'."
             )
         if self.pool not in ("avgpool", "cls"):
             raise ConfigError(f"method option pool must be avgpool or cls, got '{self.pool}'.")
@@ -71,8 +69,8 @@ class AuxiliaryMethod(Method):
             f.default for f in dataclasses.fields(self.options_class) if f.name == "base"
         )
         base = str(options.get("base", default_base))
-        if base not in BASE_AUGMENT:
-            raise ConfigError(f"{where}: base must be one of {sorted(BASE_AUGMENT)}, got '{base}'.")
+        if base not in OBJECTIVES:
+            raise ConfigError(f"{where}: base must be one of {OBJECTIVES.names()}, got '{base}'.")
         objective_cls = OBJECTIVES.get(base)
         own, objective_options = split_options(
             options, [self.options_class, objective_cls.options_class], where
@@ -82,7 +80,7 @@ class AuxiliaryMethod(Method):
         self.img_size = img_size
         self.pool = self.opts.pool
         self.augment = TwoViewAugment(
-            build_augment_config(self.opts.augment, BASE_AUGMENT[base]), img_size
+            build_augment_config(self.opts.augment, objective_cls.augment_defaults), img_size
         )
         self.objective = build_objective(base, encoder.embed_dim, objective_options, where)
         self.build_heads()

@@ -3,12 +3,15 @@
 A *method* (``simclr``, ``vicreg``, ``tir+vicreg``, ...) owns the backbone :class:`Encoder`, its
 heads, its augmentations and its loss. The engine (:mod:`eqbench.train.engine`) hands it a
 :class:`TrainBatch` per step and back-propagates the ``"loss"`` entry of the dict it returns; the
-other entries are logged. Methods register themselves in :data:`METHODS` where they are defined.
+other entries are logged. Methods register themselves in :data:`METHODS` where they are defined,
+with :func:`register_method`, which also records their paper, a description and the small
+``test_options`` with which the registry-parametrised tests train them.
 
 A base joint-embedding method is split in two so that wrappers such as TIR can reuse it: the
 :class:`Objective` (projector/expander + loss on two global features, registered in
 :data:`OBJECTIVES`) and the generic two-view pipeline around it
-(:class:`~eqbench.methods.joint.JointEmbedding`).
+(:class:`~eqbench.methods.joint.JointEmbedding`); one decorator on the objective,
+:func:`~eqbench.methods.joint.register_objective`, registers both.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +29,7 @@ from eqbench.backbones import Encoder
 from eqbench.config import from_dict
 from eqbench.errors import ConfigError
 from eqbench.methods.augment import source_aspect
-from eqbench.registry import Registry, did_you_mean
+from eqbench.registry import Registry, did_you_mean, first_paragraph
 
 #: Where the error for an unknown method points the user.
 LIST_METHODS = "eqbench pretrain --help"
@@ -67,6 +70,9 @@ class Objective(nn.Module, ABC):
     """
 
     options_class: ClassVar[type]
+    #: Overrides of :class:`~eqbench.methods.augment.AugmentConfig` for the views of every
+    #: method built on this objective (``None``: VICReg's augmentations).
+    augment_defaults: ClassVar[dict[str, Any] | None] = None
     in_dim: int
 
     def __init__(self, in_dim: int) -> None:
@@ -126,12 +132,70 @@ class Method(nn.Module, ABC):
             return self.training_step(batch)
 
 
-#: ``name -> factory(encoder, img_size, options) -> Method``.
+#: ``factory(encoder, img_size, options) -> Method``.
 MethodFactory = Callable[[Encoder, int, dict[str, Any]], Method]
-METHODS: Registry[MethodFactory] = Registry("method", LIST_METHODS)
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """A registered method: how to build it and what is known about it.
+
+    Attributes:
+        build: the factory, ``build(encoder, img_size, options) -> Method``.
+        paper: the paper it implements (authors, venue, arXiv id), for ``eqbench ls methods``.
+        description: one line on what it trains.
+        test_options: options that make it small enough to train in well under a second on
+            ``micro_vit`` at 32 px; every registry-parametrised test builds it with them.
+    """
+
+    build: MethodFactory
+    paper: str
+    description: str
+    test_options: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``name -> MethodEntry``; ``tir+<objective>`` members are resolved on lookup
+#: (:mod:`eqbench.methods.tir`).
+METHODS: Registry[MethodEntry] = Registry("method", LIST_METHODS)
 
 #: ``name -> Objective subclass``; ``tir+<name>`` exists for every one of them.
 OBJECTIVES: Registry[type[Objective]] = Registry("objective", LIST_METHODS)
+
+F = TypeVar("F", bound=Callable[..., Method])
+
+
+def register_method(
+    name: str,
+    *,
+    paper: str,
+    description: str | None = None,
+    test_options: dict[str, Any] | None = None,
+) -> Callable[[F], F]:
+    """Decorator registering a method factory in :data:`METHODS` with its metadata.
+
+    Example::
+
+        @register_method("mymethod", paper="Doe et al., ICLR 2030, arXiv 3001.00001",
+                         test_options={"projector_dims": [32, 16]})
+        def mymethod(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
+            \"\"\"One line on what it trains.\"\"\"
+            return MyMethod(encoder, img_size, options)
+
+    Args:
+        name: the method's name (``snake_case``; ``tir+`` is reserved for TIR's variants).
+        paper: authors, venue and arXiv id of the paper it implements.
+        description: one line (default: the first paragraph of the factory's docstring).
+        test_options: small options for the tests (:attr:`MethodEntry.test_options`).
+    """
+
+    def deco(factory: F) -> F:
+        text = description or first_paragraph(factory)
+        METHODS.add(
+            name, MethodEntry(factory, paper, text, dict(test_options or {})), description=text
+        )
+        return factory
+
+    return deco
 
 
 def build_method(
@@ -145,7 +209,7 @@ def build_method(
         img_size: side of the training views in pixels.
         options: method options (the config's ``method_options``); unknown keys are errors.
     """
-    return METHODS.get(name)(encoder, img_size, dict(options or {}))
+    return METHODS.get(name).build(encoder, img_size, dict(options or {}))
 
 
 def split_options(

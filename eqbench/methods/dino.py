@@ -47,7 +47,13 @@ from eqbench.methods.augment import (
     MultiCropAugment,
     build_augment_config,
 )
-from eqbench.methods.base import METHODS, Method, MethodFactory, TrainBatch, split_options
+from eqbench.methods.base import (
+    Method,
+    MethodFactory,
+    TrainBatch,
+    register_method,
+    split_options,
+)
 from eqbench.methods.heads import DINOHead
 from eqbench.methods.masking import random_patch_masks
 from eqbench.methods.teacher import EMATeacher
@@ -411,5 +417,18 @@ def distillation_factory(name: str, ibot: bool) -> MethodFactory:
     return factory
 
 
-METHODS.register("dino")(distillation_factory("dino", ibot=False))
-METHODS.register("ibot")(distillation_factory("ibot", ibot=True))
+#: Heads small enough for the tests (:attr:`~eqbench.methods.base.MethodEntry.test_options`).
+SMALL_HEADS = {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}
+
+register_method(
+    "dino",
+    paper="DINO: Caron et al., ICCV 2021, arXiv 2104.14294",
+    description="Self-distillation of the CLS token with an EMA teacher and multi-crop.",
+    test_options=SMALL_HEADS,
+)(distillation_factory("dino", ibot=False))
+register_method(
+    "ibot",
+    paper="iBOT: Zhou et al., ICLR 2022, arXiv 2111.07832",
+    description="DINO plus masked-patch self-distillation on the patch tokens.",
+    test_options=SMALL_HEADS,
+)(distillation_factory("ibot", ibot=True))

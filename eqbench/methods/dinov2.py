@@ -49,8 +49,9 @@ from eqbench.errors import ConfigError
 from eqbench.losses import DINOv2Loss
 from eqbench.losses.dinov2 import CENTERINGS
 from eqbench.methods.augment import LocalCropConfig
-from eqbench.methods.base import METHODS, Method, TrainBatch
+from eqbench.methods.base import Method, TrainBatch, register_method
 from eqbench.methods.dino import (
+    SMALL_HEADS,
     BranchOutput,
     Crops,
     DINOOptions,
@@ -236,10 +237,13 @@ def parse_dinov2_options(
     return dino, local, ibot, dinov2, parts[1:]
 
 
+@register_method(
+    "dinov2",
+    paper="DINOv2: Oquab et al., TMLR 2024, arXiv 2304.07193",
+    description="DINO + iBOT with separate heads, Sinkhorn-Knopp targets and KoLeo.",
+    test_options=SMALL_HEADS,
+)
 def dinov2_factory(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
     """DINOv2 (arXiv 2304.07193)."""
     dino, local, ibot, dinov2, _ = parse_dinov2_options("dinov2", options)
     return DINOv2("dinov2", encoder, img_size, dino, local, ibot, dinov2)
-
-
-METHODS.register("dinov2")(dinov2_factory)

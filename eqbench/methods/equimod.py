@@ -36,7 +36,7 @@ from eqbench.errors import ConfigError
 from eqbench.losses import NTXentLoss
 from eqbench.methods.augment import VIEW_PARAM_COLUMNS, ViewParams, to_unit_float
 from eqbench.methods.auxiliary import AuxiliaryMethod, AuxiliaryOptions
-from eqbench.methods.base import METHODS, Method, TrainBatch
+from eqbench.methods.base import Method, TrainBatch, register_method
 
 #: Width of the augmentation parameters EquiMod conditions on (all but rotation).
 EQUIMOD_PARAM_DIM = len(VIEW_PARAM_COLUMNS) - 1
@@ -132,7 +132,11 @@ class EquiMod(AuxiliaryMethod):
         return out
 
 
-@METHODS.register("equimod")
+@register_method(
+    "equimod",
+    paper="EquiMod: Devillers and Lefort, ICLR 2023, arXiv 2211.01244",
+    test_options={"projector_dims": [32, 16], "equi_projector_dims": [32, 16]},
+)
 def equimod(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
     """EquiMod (arXiv 2211.01244): augmentation-conditioned equivariance added to SimCLR."""
     return EquiMod("equimod", encoder, img_size, options)

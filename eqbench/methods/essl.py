@@ -29,7 +29,7 @@ from eqbench.backbones import Encoder
 from eqbench.errors import ConfigError
 from eqbench.methods.augment import to_unit_float
 from eqbench.methods.auxiliary import AuxiliaryMethod, AuxiliaryOptions
-from eqbench.methods.base import METHODS, Method, TrainBatch
+from eqbench.methods.base import Method, TrainBatch, register_method
 from eqbench.transforms import build_transform
 
 
@@ -108,7 +108,11 @@ class ESSL(AuxiliaryMethod):
         return out
 
 
-@METHODS.register("essl")
+@register_method(
+    "essl",
+    paper="E-SSL: Dangovski et al., ICLR 2022, arXiv 2111.00899",
+    test_options={"projector_dims": [32, 16], "predictor_dims": [16]},
+)
 def essl(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
     """E-SSL (arXiv 2111.00899): rotation prediction added to SimCLR or VICReg."""
     return ESSL("essl", encoder, img_size, options)

@@ -43,7 +43,7 @@ from eqbench.config import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.losses import correspondence_weight, patch_correspondence_loss, region_loss
 from eqbench.methods.augment import LocalCropConfig, MultiCropAugment, build_augment_config
-from eqbench.methods.base import METHODS, Method, TrainBatch, split_options
+from eqbench.methods.base import Method, TrainBatch, register_method, split_options
 from eqbench.methods.gtsa_views import N_GLOBAL, GTSACrops, GTSAViews
 from eqbench.methods.teacher import EMATeacher
 
@@ -337,7 +337,11 @@ class GTSA(Method):
         }
 
 
-@METHODS.register("gtsa")
+@register_method(
+    "gtsa",
+    paper="GTSA: Kim, arXiv 2304.08014",
+    test_options={"out_dim": 32, "rotation_dims": [16, 8]},
+)
 def gtsa(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
     """GTSA (arXiv 2304.08014): rotated overlapping crops, crop, correspondence and rotation
     losses on the patch-token map."""

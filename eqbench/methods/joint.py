@@ -4,10 +4,15 @@
 → objective (projector/expander + loss)``, as in SimCLR (arXiv 2002.05709, Fig. 2) and VICReg
 (arXiv 2105.04906, Fig. 1). Both views go through the backbone in one batch; the projector sees
 each view separately, so its BatchNorm statistics are per view as in the official VICReg code.
+
+:func:`register_objective` is the one decorator of a base method: it registers the objective
+(which TIR and the auxiliary methods build on, so ``tir+<name>`` exists from then on) and the
+two-view method of the same name, with its paper and test options.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,14 +31,9 @@ from eqbench.methods.base import (
     Objective,
     TrainBatch,
     build_objective,
+    register_method,
     split_options,
 )
-
-#: Paper of each base objective, for listings (``eqbench ls methods``).
-PAPERS = {
-    "simclr": "SimCLR (Chen et al., ICML 2020, arXiv 2002.05709). ",
-    "vicreg": "VICReg (Bardes et al., ICLR 2022, arXiv 2105.04906). ",
-}
 
 
 @dataclass
@@ -97,14 +97,12 @@ class JointEmbedding(Method):
         return self.objective(f1, f2)
 
 
-def joint_embedding_factory(
-    objective_name: str, augment_defaults: dict[str, Any] | None = None
-) -> MethodFactory:
+def joint_embedding_factory(objective_name: str) -> MethodFactory:
     """The :data:`~eqbench.methods.base.METHODS` factory of a base method.
 
     Args:
-        objective_name: a name in :data:`~eqbench.methods.base.OBJECTIVES`.
-        augment_defaults: the method's own augmentation defaults (e.g. SimCLR's jitter).
+        objective_name: a name in :data:`~eqbench.methods.base.OBJECTIVES`; its class's
+            ``augment_defaults`` are the method's own augmentation defaults (SimCLR's jitter).
     """
 
     def factory(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
@@ -114,7 +112,8 @@ def joint_embedding_factory(
             options, [JointEmbeddingOptions, objective_cls.options_class], where
         )
         opts = from_dict(JointEmbeddingOptions, own, where)
-        augment = TwoViewAugment(build_augment_config(opts.augment, augment_defaults), img_size)
+        defaults = objective_cls.augment_defaults
+        augment = TwoViewAugment(build_augment_config(opts.augment, defaults), img_size)
         objective = build_objective(objective_name, encoder.embed_dim, objective_options, where)
         method = JointEmbedding(objective_name, encoder, objective, augment, opts.pool)
         method.options = {
@@ -125,6 +124,32 @@ def joint_embedding_factory(
         return method
 
     factory.__name__ = objective_name
-    paper = PAPERS.get(objective_name, "")
-    factory.__doc__ = f"{paper}Joint-embedding method with the '{objective_name}' objective."
+    factory.__doc__ = f"Joint-embedding method with the '{objective_name}' objective."
     return factory
+
+
+def register_objective(
+    name: str, *, paper: str, description: str, test_options: dict[str, Any] | None = None
+) -> Callable[[type[Objective]], type[Objective]]:
+    """Class decorator registering an :class:`Objective` and its two-view method ``name``.
+
+    The objective joins :data:`~eqbench.methods.base.OBJECTIVES` (so ``tir+<name>`` resolves,
+    and ``base: <name>`` works for ``essl``, ``augself`` and ``equimod``); the method joins
+    :data:`~eqbench.methods.base.METHODS` with the metadata of
+    :func:`~eqbench.methods.base.register_method`.
+
+    Args:
+        name: the objective's and the method's name.
+        paper: authors, venue and arXiv id.
+        description: one line on the objective.
+        test_options: small options of the objective (``tir+<name>`` reuses them).
+    """
+
+    def deco(cls: type[Objective]) -> type[Objective]:
+        OBJECTIVES.add(name, cls, description=description)
+        register_method(name, paper=paper, description=description, test_options=test_options)(
+            joint_embedding_factory(name)
+        )
+        return cls
+
+    return deco

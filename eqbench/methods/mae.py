@@ -29,7 +29,7 @@ from eqbench.config import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.losses import masked_patch_mse, patchify
 from eqbench.methods.augment import TwoViewAugment, build_augment_config, to_unit_float
-from eqbench.methods.base import METHODS, Method, TrainBatch
+from eqbench.methods.base import Method, TrainBatch, register_method
 
 #: MAE's augmentations: crop (scale 0.2–1) and flip only.
 MAE_AUGMENT: dict[str, Any] = {
@@ -180,7 +180,11 @@ class MAE(Method):
         return {"loss": loss, "recon": loss}
 
 
-@METHODS.register("mae")
+@register_method(
+    "mae",
+    paper="MAE: He et al., CVPR 2022, arXiv 2111.06377",
+    test_options={"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
+)
 def mae(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
     """MAE (arXiv 2111.06377): 75% masking, light decoder, normalised-pixel loss."""
     return MAE(encoder, img_size, options)

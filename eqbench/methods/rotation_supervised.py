@@ -26,7 +26,7 @@ from eqbench.backbones.base import GRID_SIZE
 from eqbench.config import from_dict, to_dict
 from eqbench.data.base import center_crop
 from eqbench.errors import ConfigError
-from eqbench.methods.base import METHODS, Method, TrainBatch
+from eqbench.methods.base import Method, TrainBatch, register_method
 from eqbench.transforms import build_transform
 
 POOLS = ("avgpool", "cls", "grid")
@@ -124,7 +124,10 @@ class RotationSupervised(Method):
         return {"loss": loss, "mse": loss.detach()}
 
 
-@METHODS.register("rotation_supervised")
+@register_method(
+    "rotation_supervised",
+    paper="positive control after RotNet: Gidaris et al., ICLR 2018, arXiv 1803.07728",
+)
 def rotation_supervised(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
     """Positive control: supervised regression of the rotation between two views (the pretext of
     RotNet, Gidaris et al., ICLR 2018, arXiv 1803.07728, made continuous and relative)."""

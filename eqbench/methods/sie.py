@@ -35,7 +35,7 @@ from eqbench.config import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.losses import SIELoss
 from eqbench.methods.augment import TwoViewAugment, build_augment_config
-from eqbench.methods.base import METHODS, Method, TrainBatch, projection_mlp
+from eqbench.methods.base import Method, TrainBatch, projection_mlp, register_method
 from eqbench.transforms import Transformation, build_transform
 
 
@@ -187,7 +187,11 @@ def build_sie_transform(opts: SIEOptions, img_size: int, where: str) -> Transfor
     return transform
 
 
-@METHODS.register("sie")
+@register_method(
+    "sie",
+    paper="SIE: Garrido, Najman and LeCun, ICML 2023, arXiv 2302.10283",
+    test_options={"expander_dims": [32, 32]},
+)
 def sie(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
     """SIE (arXiv 2302.10283): split invariant/equivariant representation with a hypernetwork."""
     return SIE(encoder, img_size, options)

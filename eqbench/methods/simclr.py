@@ -18,8 +18,8 @@ from eqbench.errors import ConfigError
 from eqbench.losses import NTXentLoss
 from eqbench.losses.ntxent import DEFAULT_TEMPERATURE
 from eqbench.methods.augment import SIMCLR_AUGMENT
-from eqbench.methods.base import METHODS, OBJECTIVES, Objective, projection_mlp
-from eqbench.methods.joint import joint_embedding_factory
+from eqbench.methods.base import Objective, projection_mlp
+from eqbench.methods.joint import register_objective
 
 
 @dataclass
@@ -39,7 +39,12 @@ class SimCLROptions:
             raise ConfigError(f"SimCLR temperature must be > 0, got {self.temperature}.")
 
 
-@OBJECTIVES.register("simclr")
+@register_objective(
+    "simclr",
+    paper="SimCLR: Chen, Kornblith, Norouzi and Hinton, ICML 2020, arXiv 2002.05709",
+    description="Projection head and NT-Xent loss on two views (SimCLR's augmentations).",
+    test_options={"projector_dims": [32, 16]},
+)
 class SimCLRObjective(Objective):
     """Projection head + :class:`~eqbench.losses.NTXentLoss`.
 
@@ -49,6 +54,7 @@ class SimCLRObjective(Objective):
     """
 
     options_class = SimCLROptions
+    augment_defaults = SIMCLR_AUGMENT
 
     def __init__(self, in_dim: int, options: SimCLROptions) -> None:
         super().__init__(in_dim)
@@ -61,6 +67,3 @@ class SimCLRObjective(Objective):
         with torch.autocast(z1.device.type, enabled=False):  # logits / τ need fp32, not bf16
             loss = self.loss(z1, z2)
         return {"loss": loss, "ntxent": loss}
-
-
-METHODS.register("simclr")(joint_embedding_factory("simclr", SIMCLR_AUGMENT))

@@ -2,9 +2,10 @@
 
 Wang et al., "Self-Supervised Learning Based on Transformed Image Reconstruction for
 Equivariance-Coherent Feature Representation", AAAI-26, arXiv 2503.18753 (no public code; this
-follows eqbench's ``method.md``). This module holds TIR's parts and ``tir+<objective>`` for the
-two-view objectives (VICReg, SimCLR); :mod:`eqbench.methods.tir_distill` puts the same parts on
-DINO and iBOT (``tir+dino``, ``tir+ibot``).
+follows eqbench's ``method.md``). This module holds TIR's parts and ``tir+<objective>`` for every
+two-view objective in :data:`~eqbench.methods.base.OBJECTIVES` (VICReg, SimCLR and any registered
+later: the registry resolves ``tir+<name>`` on lookup); :mod:`eqbench.methods.tir_distill` puts
+the same parts on DINO, iBOT and DINOv2 (``tir+dino``, ``tir+ibot``, ``tir+dinov2``).
 
 Views: ``v1 = A1(I)``, ``u = A2(I)``, ``v2 = g_θ(u)`` with ``g`` an extra transformation (default
 rotation, θ uniform in [-45°, 45°]) applied to ``u`` only. Targets: the intermediate images
@@ -46,21 +47,20 @@ from torch import Tensor, nn
 from eqbench.backbones import Encoder
 from eqbench.config import from_dict, to_dict
 from eqbench.errors import ConfigError
-from eqbench.methods import simclr, vicreg  # noqa: F401  (register the bases before tir+<base>)
-from eqbench.methods.augment import SIMCLR_AUGMENT, TwoViewAugment, build_augment_config
+from eqbench.methods.augment import TwoViewAugment, build_augment_config
 from eqbench.methods.base import (
     METHODS,
     OBJECTIVES,
     Method,
-    MethodFactory,
+    MethodEntry,
     TrainBatch,
     build_objective,
     split_options,
 )
 from eqbench.transforms import Transformation, build_transform
 
-#: Base methods whose own augmentation defaults differ from VICReg's.
-AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {"simclr": SIMCLR_AUGMENT}
+#: The paper of every ``tir+<base>``.
+TIR_PAPER = "TIR: Wang et al., AAAI-26, arXiv 2503.18753"
 TARGET_NORMS = ("encoder", "none")
 #: ``sum``: ‖û − u‖² per image, mean over the batch (paper Eq. 3–4); ``mean``: per-pixel mean.
 RECON_REDUCTIONS = ("sum", "mean")
@@ -304,7 +304,7 @@ class TIR(Method):
         self.target_norm = opts.target_norm
         self.recon_reduction = opts.recon_reduction
         self.transform = build_tir_transform(opts, img_size, where)
-        augment_config = build_augment_config(opts.augment, AUGMENT_DEFAULTS.get(base))
+        augment_config = build_augment_config(opts.augment, objective_cls.augment_defaults)
         self.augment = TwoViewAugment(augment_config, img_size)
         self.head = nn.Linear(encoder.embed_dim, self.d_patch)
         self.objective = build_objective(base, self.d_inv, objective_options, where)
@@ -382,17 +382,23 @@ class TIR(Method):
         return self.encoder.normalize(target) if self.target_norm == "encoder" else target
 
 
-def tir_factory(base: str) -> MethodFactory:
-    """The :data:`~eqbench.methods.base.METHODS` factory of ``tir+<base>``."""
+def tir_entry(base: str) -> MethodEntry:
+    """The :data:`~eqbench.methods.base.METHODS` entry of ``tir+<base>`` for a two-view
+    objective ``base``: the base's test options, TIR's paper."""
 
     def factory(encoder: Encoder, img_size: int, options: dict[str, Any]) -> Method:
         return TIR(base, encoder, img_size, options)
 
     factory.__name__ = f"tir_{base}"
-    factory.__doc__ = f"TIR (arXiv 2503.18753) on top of the '{base}' objective."
-    return factory
+    return MethodEntry(
+        build=factory,
+        paper=TIR_PAPER,
+        description=f"Transformed-image reconstruction on top of '{base}' (its objective on "
+        "z_inv, K decoders on z_equi).",
+        test_options=METHODS.get(base).test_options if base in METHODS else {},
+    )
 
 
-# One ``tir+<base>`` per base objective (the imports above register the built-in ones).
-for _base in OBJECTIVES.names():
-    METHODS.register(f"tir+{_base}")(tir_factory(_base))
+# ``tir+<base>`` for every two-view objective, resolved on each lookup: an objective registered
+# after this module (a plugin's) gets its variant too.
+METHODS.derive("tir+", OBJECTIVES.names, tir_entry)

@@ -31,10 +31,11 @@ from torch import Tensor, nn
 
 from eqbench.backbones import Encoder, Features
 from eqbench.config import from_dict, to_dict
-from eqbench.methods.base import METHODS, Method, MethodFactory, TrainBatch
-from eqbench.methods.dino import Crops, SelfDistillation, parse_distillation_options
+from eqbench.methods.base import Method, MethodFactory, TrainBatch, register_method
+from eqbench.methods.dino import SMALL_HEADS, Crops, SelfDistillation, parse_distillation_options
 from eqbench.methods.dinov2 import DINOv2, DINOv2Options, with_dinov2_defaults
 from eqbench.methods.tir import (
+    TIR_PAPER,
     TIRDecoder,
     TIROptions,
     build_tir_transform,
@@ -209,4 +210,9 @@ def tir_distillation_factory(base: str) -> MethodFactory:
 
 
 for _base in ("dino", "ibot", "dinov2"):
-    METHODS.register(f"tir+{_base}")(tir_distillation_factory(_base))
+    register_method(
+        f"tir+{_base}",
+        paper=TIR_PAPER,
+        description=f"Transformed-image reconstruction on top of '{_base}' (its losses on z_inv).",
+        test_options=SMALL_HEADS,
+    )(tir_distillation_factory(_base))

@@ -15,8 +15,8 @@ from torch import Tensor
 
 from eqbench.errors import ConfigError
 from eqbench.losses import VICRegLoss
-from eqbench.methods.base import METHODS, OBJECTIVES, Objective, projection_mlp
-from eqbench.methods.joint import joint_embedding_factory
+from eqbench.methods.base import Objective, projection_mlp
+from eqbench.methods.joint import register_objective
 
 
 @dataclass
@@ -42,7 +42,12 @@ class VICRegOptions:
             raise ConfigError("VICReg weights must be >= 0 and eps > 0.")
 
 
-@OBJECTIVES.register("vicreg")
+@register_objective(
+    "vicreg",
+    paper="VICReg: Bardes, Ponce and LeCun, ICLR 2022, arXiv 2105.04906",
+    description="Expander and variance-invariance-covariance loss on two views.",
+    test_options={"expander_dims": [32, 32]},
+)
 class VICRegObjective(Objective):
     """Expander + :class:`~eqbench.losses.VICRegLoss`.
 
@@ -67,6 +72,3 @@ class VICRegObjective(Objective):
         with torch.autocast(z1.device.type, enabled=False):  # variances need fp32, not bf16
             terms = self.loss.terms(z1, z2)
             return {"loss": self.loss.weighted(terms), **terms}
-
-
-METHODS.register("vicreg")(joint_embedding_factory("vicreg"))

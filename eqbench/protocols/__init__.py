@@ -10,6 +10,7 @@ from eqbench.protocols import (  # noqa: F401
     homography,
     invariance,
     openmmlab,
+    pose,
     segmentation,
     transform_prediction,
     video,

@@ -18,6 +18,7 @@ from eqbench.checkpoints import LoadedModel
 from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
 from eqbench.features.store import FeatureRequest, FeatureStore
 from eqbench.registry import Registry
+from eqbench.train.distributed import DistContext
 
 
 @dataclass
@@ -32,6 +33,8 @@ class EvalContext:
             ``seed, seed + 1, ...``.
         adjustments: what the protocol changed while running, e.g. ``{"ks": {"requested": [..],
             "used": [..], "reason": ...}}``; recorded in the result beside the planned ones.
+        dist: the ``torchrun`` launch, given only to a :attr:`~Protocol.collective` protocol
+            (``None``: this process runs the task alone).
     """
 
     model: LoadedModel
@@ -39,6 +42,7 @@ class EvalContext:
     dataset: DatasetSpec
     seed: int
     adjustments: dict[str, Any] = field(default_factory=dict)
+    dist: DistContext | None = None
 
     def open(self, split: str, n: int | None = None) -> ImageDataset:
         """Open a split of the context's dataset."""
@@ -72,6 +76,11 @@ class Protocol(ABC):
     #: metrics where lower is better (errors, times); a task whose primary metric is one of them
     #: must say ``higher_is_better: false``.
     lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    #: ``True``: under ``torchrun``, :meth:`run` is called on every process with the process
+    #: group alive and ``ctx.dist`` set (it trains with DistributedDataParallel and shares its
+    #: work); rank 0's values are recorded. ``False``: rank 0 runs it alone after the sharded
+    #: encoding (:meth:`feature_requests`).
+    collective: ClassVar[bool] = False
 
     @abstractmethod
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:

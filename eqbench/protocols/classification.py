@@ -1,9 +1,10 @@
-"""Classification on frozen features (invariance): DINO's weighted kNN and the linear probe.
+"""Classification on frozen features (invariance): DINO's weighted kNN and the linear probes.
 
 kNN: Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (arXiv 2104.14294),
 ``eval_knn.py``. Linear: the cheap variant on cached features (L-BFGS logistic regression with the
 L2 strength swept on a validation split carved from the training data; Ericsson et al. 2021 and
-dinov2's ``log_regression.py``). Nothing is ever selected on the test split.
+dinov2's ``log_regression.py``). Linear SGD: dinov2's ``eval/linear.py`` grid of linear heads
+(:mod:`eqbench.eval.linear_sgd`). Nothing is ever selected on the test split.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
 from eqbench.errors import ConfigError, DatasetError
 from eqbench.eval.knn import effective_ks, knn_classify
 from eqbench.eval.linear import logistic_regression_probe
-from eqbench.features.store import FeatureRequest, select_feature
+from eqbench.eval.linear_sgd import (
+    DINOV2_LEARNING_RATES,
+    DINOV2_N_LAST_BLOCKS,
+    head_grid,
+    linear_sgd_probe,
+)
+from eqbench.features.store import FeatureRequest, check_finite, select_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 from eqbench.protocols.views import view_batches, view_key
 
@@ -78,6 +85,39 @@ class LinearConfig:
             raise ValueError("need c_min_log10 <= c_max_log10")
         if self.c_steps < 1 or self.max_iter < 1:
             raise ValueError("c_steps and max_iter must be >= 1")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class LinearSgdConfig:
+    """Options of the dinov2 linear-protocol task (grid and optimiser as dinov2's
+    ``eval/linear.py``; ``epochs`` and ``batch_size`` sized for a CPU)."""
+
+    image_size: int = 64
+    n_last_blocks: list[int] = field(default_factory=lambda: list(DINOV2_N_LAST_BLOCKS))
+    avgpool: list[bool] = field(default_factory=lambda: [False, True])
+    learning_rates: list[float] = field(default_factory=lambda: list(DINOV2_LEARNING_RATES))
+    epochs: int = 100
+    batch_size: int = 128
+    val_fraction: float = 0.2
+    n_train: int | None = None
+    n_test: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_common(self.image_size, "auto", self.n_train, self.n_test)
+        if not self.n_last_blocks or min(self.n_last_blocks) < 1:
+            raise ValueError(f"n_last_blocks must be integers >= 1, got {self.n_last_blocks}")
+        if len(set(self.n_last_blocks)) != len(self.n_last_blocks):
+            raise ValueError(f"n_last_blocks has repeats: {self.n_last_blocks}")
+        if not self.avgpool or len(set(self.avgpool)) != len(self.avgpool):
+            raise ValueError(f"avgpool must list false and/or true once each, got {self.avgpool}")
+        if not self.learning_rates or min(self.learning_rates) <= 0:
+            raise ValueError(f"learning_rates must be positive numbers, got {self.learning_rates}")
+        if len(set(self.learning_rates)) != len(self.learning_rates):
+            raise ValueError(f"learning_rates has repeats: {self.learning_rates}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
 
@@ -243,3 +283,84 @@ class Linear(Protocol):
             max_iter=cfg.max_iter,
         )
         return {k: [float(res[k])] for k in self.metrics}
+
+
+@PROTOCOLS.register("linear_sgd")
+class LinearSgd(Protocol):
+    """dinov2's linear protocol: a grid of linear heads (learning rate × last 1 or 4 blocks ×
+    CLS or CLS + mean patch token) trained together with SGD on frozen features, the best on a
+    validation split carved from train scored on test (:mod:`eqbench.eval.linear_sgd`).
+
+    A backbone with fewer blocks than an ``n_last_blocks`` entry (CNNs and raw pixels have one)
+    reads all it has; the change is recorded in the result's ``adjustments``. The selected
+    head's hyper-parameters are metrics (``best_lr`` before the batch-size scaling,
+    ``best_n_last_blocks``, ``best_avgpool`` 0/1).
+    """
+
+    Config = LinearSgdConfig
+    metrics = ("top1", "top5", "val_top1", "best_lr", "best_n_last_blocks", "best_avgpool")
+    units: ClassVar[dict[str, str]] = dict(
+        top1="percent",
+        top5="percent",
+        val_top1="percent",
+        best_lr="value",
+        best_n_last_blocks="value",
+        best_avgpool="value",
+    )
+
+    def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
+        cfg: LinearSgdConfig = config
+        check_labelled_dataset(dataset, seed, cfg.n_train, cfg.n_test)
+
+    def run(self, config: Any, ctx: EvalContext) -> MetricValues:
+        cfg: LinearSgdConfig = config
+        depth = ctx.store.encoder.block_count()
+        used = list(dict.fromkeys(min(n, depth) for n in cfg.n_last_blocks))
+        if used != list(cfg.n_last_blocks):
+            reason = f"the backbone has {depth} block(s) to read"
+            ctx.adjustments["n_last_blocks"] = {
+                "requested": list(cfg.n_last_blocks),
+                "used": used,
+                "reason": reason,
+            }
+            logger.warning(
+                "task linear_sgd: n_last_blocks %s -> %s (%s)", cfg.n_last_blocks, used, reason
+            )
+        blocks = max(used)
+        feats = {}
+        datasets = {}
+        for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
+            request = split_request(ctx, split, n, cfg.image_size)
+            feats[split] = ctx.store.last_blocks(request, blocks)
+            datasets[split] = request.dataset
+            for name, tensor in feats[split].items():
+                check_finite(tensor, name)
+        y_tr, y_te = datasets["train"].labels, datasets["test"].labels
+        unseen = set(np.unique(y_te)) - set(np.unique(y_tr))
+        if unseen:
+            raise DatasetError(
+                f"Dataset '{ctx.dataset}' has test classes that never occur in its train split "
+                f"({len(unseen)} of them), so it cannot score classification."
+            )
+        res = linear_sgd_probe(
+            feats["train"]["cls_blocks"],
+            feats["train"]["avgpool"],
+            y_tr,
+            feats["test"]["cls_blocks"],
+            feats["test"]["avgpool"],
+            y_te,
+            num_classes=len(datasets["train"].classes),
+            heads=head_grid(used, cfg.avgpool, cfg.learning_rates),
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            val_fraction=cfg.val_fraction,
+            seed=ctx.seed,
+        )
+        return {
+            "top1": [res.top1],
+            "top5": [res.top5],
+            "val_top1": [res.val_top1],
+            "best_lr": [res.head.lr],
+            "best_n_last_blocks": [float(res.head.n_blocks)],
+            "best_avgpool": [float(res.head.avgpool)],
+        }

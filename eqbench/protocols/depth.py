@@ -1,4 +1,4 @@
-"""Monocular depth from frozen patch tokens: dinov2's linear depth probe (paper Table 6).
+"""Monocular depth from frozen patch tokens: dinov2's linear and DPT depth heads (paper Table 6).
 
 Each image is resized so its shorter side is ``image_size`` and its longer side in proportion
 (floored to the encoder's patch multiple, as the video task); the frozen encoder's patch tokens
@@ -12,6 +12,10 @@ scored there with the dataset's conventions (valid depth range, eigen or Garg cr
 :mod:`eqbench.eval.depth_metrics`): RMSE, AbsRel, log10, δ1-δ3, means over images. Predicting
 the training split's mean depth everywhere is scored beside it (``*_mean_depth``), with
 ``rmse_margin`` = its RMSE minus the head's: the trivial reference a representation must beat.
+
+``depth_dpt`` is the same task with dinov2's DPT head (:mod:`eqbench.eval.depth_dpt`) on the
+tokens of four evenly spaced blocks in place of the linear head; the loss compares at its output
+size, 16× the token grid.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from torch import Tensor
 from eqbench.data.base import DatasetSpec, load_dataset
 from eqbench.data.depth import DepthDataset
 from eqbench.device import autocast
-from eqbench.errors import DatasetError
+from eqbench.errors import ConfigError, DatasetError
 from eqbench.eval.depth import NORM_STRATEGIES, DepthTraining, LinearDepthHead, train_depth_head
+from eqbench.eval.depth_dpt import READOUTS, DPTDepthHead
 from eqbench.eval.depth_metrics import CROPS, ERRORS, DepthScores
 from eqbench.features.store import FeatureStore
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
@@ -98,6 +103,76 @@ class DepthLinearConfig:
         )
 
 
+@dataclass(frozen=True)
+class DepthDPTConfig:
+    """Options of the DPT depth task: those of :class:`DepthLinearConfig` without ``layers``
+    (always four), ``use_cls`` and ``upsample`` (the architecture's ×16), plus the head's.
+
+    Attributes:
+        readout: the CLS token is ``ignore``d, ``add``ed to every patch token, or concatenated
+            and ``project``ed (dinov2).
+        channels: width of the fusion stages (dinov2: 256; the CPU default is smaller).
+        classify: bins as the linear head (an option here), else regression (dinov2's DPT).
+        scale_up: regression as ``sigmoid · max_depth`` (dinov2's option) in place of
+            ``ReLU + min_depth``.
+    """
+
+    image_size: int = 96
+    n_train: int | None = 400
+    n_test: int | None = 100
+    readout: str = "project"
+    channels: int = 64
+    classify: bool = False
+    n_bins: int = 256
+    norm_strategy: str = "linear"
+    scale_up: bool = True
+    max_depth: float | None = None
+    crop: str | None = None
+    iterations: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    grad_loss_weight: float = 0.5
+    probe_seeds: int = 1
+
+    layers: ClassVar[int] = 4
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ValueError("image_size must be at least 8")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}")
+        if self.norm_strategy not in NORM_STRATEGIES:
+            raise ValueError(f"norm_strategy must be one of {NORM_STRATEGIES}")
+        if self.crop is not None and self.crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS} or null")
+        if min(self.iterations, self.batch_size, self.probe_seeds, self.n_bins) < 1:
+            raise ValueError("iterations, batch_size, probe_seeds, n_bins must be >= 1")
+        if self.channels < 2:
+            raise ValueError("channels must be at least 2")
+        if self.max_depth is not None and self.max_depth <= 0:
+            raise ValueError("max_depth must be positive")
+
+    @property
+    def use_cls(self) -> bool:
+        """Whether the head reads the CLS token."""
+        return self.readout != "ignore"
+
+    def training(self) -> DepthTraining:
+        return DepthTraining(
+            iterations=self.iterations,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            grad_loss_weight=self.grad_loss_weight,
+        )
+
+
+#: Either task's config; both name the layers read and whether the CLS token is.
+DepthConfig = DepthLinearConfig | DepthDPTConfig
+DepthHead = LinearDepthHead | DPTDepthHead
+
+
 def open_depth(dataset: DatasetSpec, split: str, n: int | None, seed: int) -> DepthDataset:
     """A split of ``dataset``, which must have depth maps."""
     data = load_dataset(dataset, split, n=n, seed=seed)
@@ -148,7 +223,7 @@ def depth_at(depth: np.ndarray, size: tuple[int, int]) -> Tensor:
 
 
 def encode_train(
-    store: FeatureStore, data: DepthDataset, size: tuple[int, int], cfg: DepthLinearConfig
+    store: FeatureStore, data: DepthDataset, size: tuple[int, int], cfg: DepthConfig
 ) -> tuple[Tensor, Tensor]:
     """Features ``(N, C, h, w)`` on the CPU and ground truth ``(N, *size)`` of a split."""
     feats: list[Tensor] = []
@@ -166,9 +241,9 @@ def score_test(
     store: FeatureStore,
     data: DepthDataset,
     size: tuple[int, int],
-    heads: list[LinearDepthHead],
+    heads: list[DepthHead],
     mean_depth: float,
-    cfg: DepthLinearConfig,
+    cfg: DepthConfig,
     scores: list[DepthScores],
     baseline: DepthScores,
 ) -> None:
@@ -208,7 +283,7 @@ UNITS_BY_ERROR = dict(
 class DepthLinear(Protocol):
     """dinov2's linear depth head on frozen patch (+ CLS) tokens; RMSE, AbsRel, log10, δ."""
 
-    Config = DepthLinearConfig
+    Config: ClassVar[type] = DepthLinearConfig
     metrics = (
         *ERRORS,
         *(f"{name}_mean_depth" for name in ERRORS),
@@ -222,13 +297,26 @@ class DepthLinear(Protocol):
         f"{e}{s}" for e in ("rmse", "abs_rel", "log10") for s in ("", "_mean_depth")
     )
 
-    def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
+    def make_head(self, config: Any, in_dim: int, max_depth: float) -> DepthHead:
+        """An untrained head for features of ``in_dim`` channels."""
         cfg: DepthLinearConfig = config
+        return LinearDepthHead(
+            in_dim,
+            min_depth=1e-3,
+            max_depth=max_depth,
+            classify=cfg.classify,
+            n_bins=cfg.n_bins,
+            norm_strategy=cfg.norm_strategy,
+            upsample=cfg.upsample,
+        )
+
+    def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
+        cfg: DepthConfig = config
         open_depth(dataset, "train", cfg.n_train, seed)
         open_depth(dataset, "test", cfg.n_test, seed)
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
-        cfg: DepthLinearConfig = config
+        cfg: DepthConfig = config
         train = open_depth(ctx.dataset, "train", cfg.n_train, ctx.seed)
         test = open_depth(ctx.dataset, "test", cfg.n_test, ctx.seed)
         height, width = train.sample(0)[1].shape
@@ -237,7 +325,11 @@ class DepthLinear(Protocol):
         max_depth = train.max_depth if cfg.max_depth is None else cfg.max_depth
         crop = test.crop if cfg.crop is None else cfg.crop
         feats, depth = encode_train(ctx.store, train, size, cfg)
-        target = (int(feats.shape[-2]) * cfg.upsample, int(feats.shape[-1]) * cfg.upsample)
+        heads = []
+        for i in range(cfg.probe_seeds):
+            torch.manual_seed(ctx.seed + i)
+            heads.append(self.make_head(cfg, int(feats.shape[1]), max_depth))
+        target = heads[0].output_size((int(feats.shape[-2]), int(feats.shape[-1])))
         depth = F.interpolate(depth[:, None], size=target, mode="nearest-exact")[:, 0]
         valid = depth > 0  # SigLoss's valid_mask: ground truth > 0
         if not bool(valid.any()):
@@ -246,22 +338,10 @@ class DepthLinear(Protocol):
                 "the depth maps are 16-bit PNGs in the dataset's units."
             )
         mean_depth = float(depth[valid].double().mean())
-        heads = []
-        for i in range(cfg.probe_seeds):
-            torch.manual_seed(ctx.seed + i)
-            head = LinearDepthHead(
-                int(feats.shape[1]),
-                min_depth=1e-3,
-                max_depth=max_depth,
-                classify=cfg.classify,
-                n_bins=cfg.n_bins,
-                norm_strategy=cfg.norm_strategy,
-                upsample=cfg.upsample,
-            )
-            trained = train_depth_head(
+        for i, head in enumerate(heads):
+            train_depth_head(
                 head, feats, depth, valid, cfg.training(), ctx.seed + i, ctx.store.device
             )
-            heads.append(trained)
         scores = [DepthScores(test.min_depth, max_depth, crop) for _ in heads]
         baseline = DepthScores(test.min_depth, max_depth, crop)
         score_test(ctx.store, test, size, heads, mean_depth, cfg, scores, baseline)
@@ -273,3 +353,38 @@ class DepthLinear(Protocol):
             out[f"{name}_mean_depth"] = [value]
         out["rmse_margin"] = [out["rmse_mean_depth"][0] - v for v in out["rmse"]]
         return out
+
+
+@PROTOCOLS.register("depth_dpt")
+class DepthDPT(DepthLinear):
+    """dinov2's DPT depth head on frozen tokens of four blocks; metrics as ``depth_linear``."""
+
+    Config = DepthDPTConfig
+
+    def run(self, config: Any, ctx: EvalContext) -> MetricValues:
+        try:
+            return super().run(config, ctx)
+        except ConfigError as err:  # raised by the first batch, before any training
+            if "intermediate layers" not in str(err) and "cannot read" not in str(err):
+                raise
+            raise ConfigError(
+                f"depth/dpt reads four blocks, which backbone '{ctx.model.model_id}' cannot "
+                "return (it needs a timm ViT with at least 4 blocks). Use depth/linear for "
+                "this backbone."
+            ) from err
+
+    def make_head(self, config: Any, in_dim: int, max_depth: float) -> DepthHead:
+        cfg: DepthDPTConfig = config
+        embed_dim = in_dim // (cfg.layers * (2 if cfg.use_cls else 1))
+        return DPTDepthHead(
+            embed_dim,
+            min_depth=1e-3,
+            max_depth=max_depth,
+            channels=cfg.channels,
+            readout=cfg.readout,
+            classify=cfg.classify,
+            n_bins=cfg.n_bins,
+            norm_strategy=cfg.norm_strategy,
+            scale_up=cfg.scale_up,
+            layers=cfg.layers,
+        )

@@ -7,6 +7,10 @@ objects cut away by the crop are dropped and boxes are the tight boxes of the vi
 Training: AdamW with linear warm-up then cosine decay, on the train split; scoring: COCO box and
 mask AP (pycocotools ``COCOeval``) on the test (val) split, against COCO-format ground truth of
 the same images (crowd regions of ``coco:PATH`` are left out). Primary metric: box AP.
+
+Under ``torchrun`` every process trains the detector (DistributedDataParallel on its share of
+each global batch of ``batch_size`` images, the total kept) and detects in its share of the test
+images; rank 0 scores them all.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 from eqbench.data.base import ImageDataset
 from eqbench.data.coco import CocoInstances
@@ -36,6 +41,7 @@ from eqbench.eval.detection import (
     instance_targets,
 )
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
+from eqbench.train.distributed import DistContext, global_batch_share
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +143,25 @@ def train_detector(
     seed: int,
     device: torch.device,
     show_progress: bool = True,
+    dist_ctx: DistContext | None = None,
 ) -> list[float]:
-    """Train ``model`` in place; returns the summed loss of every step."""
+    """Train ``model`` in place; returns the summed loss of every step.
+
+    Every step draws a global batch of ``cfg.batch_size`` images (and flips) from a generator
+    seeded with ``seed``. Launched by ``torchrun`` (``dist_ctx``), every process draws the same
+    one and trains on its contiguous share under DistributedDataParallel, which averages the
+    processes' gradients (each process's losses are means over its own sampled anchors and
+    proposals, as in detectron2 and mmdet); the returned losses are the processes' mean.
+    """
+    world = dist_ctx if dist_ctx is not None and dist_ctx.distributed else None
+    total = min(cfg.batch_size, len(images))
+    first, last = global_batch_share(total, world, "detector")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trained = model
+    if world is not None:
+        ids = [device] if device.type == "cuda" else None
+        trained = DistributedDataParallel(model, device_ids=ids)
     gen = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     model.train()
@@ -157,22 +178,26 @@ def train_detector(
         for step in range(cfg.iterations):
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(step, cfg)
-            idx = torch.randint(len(images), (min(cfg.batch_size, len(images)),), generator=gen)
+            idx = torch.randint(len(images), (total,), generator=gen)
             flips = torch.rand(len(idx), generator=gen) < 0.5 if cfg.hflip else [False] * len(idx)
             batch_images, batch_targets = [], []
-            for i, flip in zip(idx.tolist(), flips, strict=True):
+            share = zip(idx.tolist()[first:last], list(flips)[first:last], strict=True)
+            for i, flip in share:
                 image = images[i].to(device).float().div(255.0)  # (3, S, S)
                 target = {k: v.to(device) for k, v in targets[i].items()}
                 if flip:
                     image, target = _hflip(image, target)
                 batch_images.append(image)
                 batch_targets.append(target)
-            loss_dict = model(batch_images, batch_targets)
+            loss_dict = trained(batch_images, batch_targets)
             loss = sum(loss_dict.values())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss.detach()))
+            value = loss.detach().double().reshape(1)
+            if world is not None:
+                value = world.all_reduce_sum(value) / world.world_size
+            losses.append(float(value))
             progress.update(bar, advance=1, loss=losses[-1])
             if step % 100 == 0 or step == cfg.iterations - 1:
                 log.debug("maskrcnn step %d loss %.4f", step, losses[-1])
@@ -215,6 +240,7 @@ class MaskRcnn(Protocol):
     )
     units: ClassVar[dict[str, str]] = dict(dict.fromkeys(metrics[:-1], "percent"), train_s="s")
     lower_is_better = frozenset({"train_s"})
+    collective = True
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: MaskRcnnConfig = config
@@ -225,6 +251,10 @@ class MaskRcnn(Protocol):
         targets = [instance_targets(objects, size) for objects in inst_tr]
         ground_truth = coco_ground_truth(inst_te, size, train_ds.classes)
         device = ctx.store.device
+        dist_ctx = ctx.dist if ctx.dist is not None and ctx.dist.distributed else None
+        global_batch_share(min(cfg.batch_size, len(x_tr)), dist_ctx, "detector")
+        rank, world = (dist_ctx.rank, dist_ctx.world_size) if dist_ctx is not None else (0, 1)
+        mine = range(len(x_te) * rank // world, len(x_te) * (rank + 1) // world)
         out: MetricValues = {}
         for i in range(cfg.probe_seeds):
             torch.manual_seed(ctx.seed + i)
@@ -240,10 +270,19 @@ class MaskRcnn(Protocol):
                 detections_per_image=cfg.detections_per_image,
             ).to(device)
             start = time.perf_counter()
-            train_detector(model, x_tr, targets, cfg, ctx.seed + i, device, ctx.store.show_progress)
+            show = ctx.store.show_progress
+            train_detector(model, x_tr, targets, cfg, ctx.seed + i, device, show, dist_ctx)
             out.setdefault("train_s", []).append(time.perf_counter() - start)
-            detections = predict(model, x_te, device)
-            scores = coco_ap(ground_truth, coco_results(detections, range(1, len(x_te) + 1)))
+            # each process detects in its share of the test images; rank 0 scores them all
+            detections = predict(model, x_te[mine.start : mine.stop], device)
+            if dist_ctx is not None:
+                shares = dist_ctx.gather_object(detections)
+                detections = [d for share in shares or [] for d in share]
+            scores: dict[str, float] = {}
+            if dist_ctx is None or dist_ctx.is_main:
+                scores = coco_ap(ground_truth, coco_results(detections, range(1, len(x_te) + 1)))
+            if dist_ctx is not None:
+                scores = dist_ctx.broadcast_object(scores)
             for name, value in scores.items():
                 out.setdefault(name, []).append(value)
         return out

@@ -12,8 +12,9 @@ J&F means over objects. Copying the first annotation to every frame is scored be
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from eqbench.data.video import VideoDataset
 from eqbench.device import autocast
 from eqbench.errors import DatasetError
 from eqbench.eval.davis_metrics import VOID, DavisScores
+from eqbench.eval.parsing_metrics import PartIoU
 from eqbench.eval.propagation import (
     PropagationConfig,
     labels_to_mask,
@@ -134,9 +136,38 @@ def open_videos(dataset: DatasetSpec, n: int | None, seed: int) -> VideoDataset:
     videos = load_dataset(dataset, "test", n=n, seed=seed)
     if not isinstance(videos, VideoDataset):
         raise DatasetError(
-            f"Dataset '{dataset}' has no videos. Use shape_clips (built-in) or davis:PATH."
+            f"Dataset '{dataset}' has no videos. Use shape_clips (built-in), davis:PATH or "
+            "vip:PATH."
         )
     return videos
+
+
+def propagated_videos(
+    ctx: EvalContext, cfg: VideoPropagationConfig
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(name, annotations (T, H, W), first frame's labels (H, W), prediction (T, H, W))``
+    of every video of the context's test split, with a progress bar."""
+    videos = open_videos(ctx.dataset, cfg.n_test, ctx.seed)
+    with Progress(
+        TextColumn("[bold]propagate[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not ctx.store.show_progress,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task(videos.name, total=len(videos.videos))
+        for v, name in enumerate(videos.videos):
+            frames, gt = videos.frames(v), videos.masks(v)
+            if frames.shape[:3] != gt.shape:
+                raise DatasetError(
+                    f"Video '{name}': frames {frames.shape[1:3]} and annotations "
+                    f"{gt.shape[1:]} differ in size. Use the annotations of the same "
+                    "resolution as the frames."
+                )
+            first = np.where(gt[0] == VOID, 0, gt[0])
+            yield name, gt, first, predict_video(ctx.store, frames, first, cfg)
+            progress.advance(bar)
 
 
 @PROTOCOLS.register("video_propagation")
@@ -144,7 +175,9 @@ class VideoPropagation(Protocol):
     """Label propagation from the first frame's annotation; DAVIS J, F and J&F means."""
 
     Config = VideoPropagationConfig
-    metrics = ("jf", "j", "f", "jf_copy_first", "j_copy_first", "f_copy_first")
+    metrics: ClassVar[tuple[str, ...]] = (
+        "jf", "j", "f", "jf_copy_first", "j_copy_first", "f_copy_first"
+    )  # fmt: skip
     units = dict.fromkeys(metrics, "percent")
 
     def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
@@ -152,33 +185,40 @@ class VideoPropagation(Protocol):
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: VideoPropagationConfig = config
-        videos = open_videos(ctx.dataset, cfg.n_test, ctx.seed)
         scores, copied = DavisScores(), DavisScores()
-        with Progress(
-            TextColumn("[bold]propagate[/] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            disable=not ctx.store.show_progress,
-            transient=True,
-        ) as progress:
-            bar = progress.add_task(videos.name, total=len(videos.videos))
-            for v, name in enumerate(videos.videos):
-                frames, gt = videos.frames(v), videos.masks(v)
-                if frames.shape[:3] != gt.shape:
-                    raise DatasetError(
-                        f"Video '{name}': frames {frames.shape[1:3]} and annotations "
-                        f"{gt.shape[1:]} differ in size. Use the annotations of the same "
-                        "resolution as the frames."
-                    )
-                first = np.where(gt[0] == VOID, 0, gt[0])
-                pred = predict_video(ctx.store, frames, first, cfg)
-                scores.add_sequence(name, gt, pred)
-                copied.add_sequence(name, gt, np.broadcast_to(first, gt.shape))
-                progress.advance(bar)
+        for name, gt, first, pred in propagated_videos(ctx, cfg):
+            scores.add_sequence(name, gt, pred)
+            copied.add_sequence(name, gt, np.broadcast_to(first, gt.shape))
         out = scores.summary()
         base = copied.summary()
         return {
             **{k: [v] for k, v in out.items()},
             **{f"{k}_copy_first": [v] for k, v in base.items()},
+        }
+
+
+@PROTOCOLS.register("video_part_propagation")
+class VideoPartPropagation(VideoPropagation):
+    """Label propagation of multi-class part masks from the first frame; mIoU over classes.
+
+    The first frame's classes (VIP: 20 human parts) are propagated as
+    :class:`VideoPropagation` propagates object ids, and every frame of every video, the given
+    first one included as CropMAE's VIP evaluation scores it, adds to one confusion matrix
+    (:mod:`eqbench.eval.parsing_metrics`): ``miou`` is the mean IoU over the classes present,
+    ``pixel_acc`` the share of pixels right; ``*_copy_first`` score copying the first
+    annotation to every frame.
+    """
+
+    metrics = ("miou", "pixel_acc", "miou_copy_first", "pixel_acc_copy_first")
+    units = dict.fromkeys(metrics, "percent")
+
+    def run(self, config: Any, ctx: EvalContext) -> MetricValues:
+        cfg: VideoPropagationConfig = config
+        scores, copied = PartIoU(), PartIoU()
+        for _, gt, first, pred in propagated_videos(ctx, cfg):
+            scores.add(gt, pred)
+            copied.add(gt, np.broadcast_to(first, gt.shape))
+        return {
+            **{k: [v] for k, v in scores.summary().items()},
+            **{f"{k}_copy_first": [v] for k, v in copied.summary().items()},
         }

@@ -20,6 +20,7 @@ from eqbench.backbones.options import check_backbone_options
 from eqbench.config import apply_overrides, from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.registry import did_you_mean
+from eqbench.resources import shipped_dir
 from eqbench.yamlfiles import read_with_includes
 
 #: Keys that may differ between a run and its resumption (they do not change the result).
@@ -179,15 +180,25 @@ class PretrainConfig:
 
 
 def configs_dir() -> Path:
-    """``$EQBENCH_PRETRAIN_CONFIGS`` or the ``configs/pretrain/`` folder beside the package."""
+    """``$EQBENCH_PRETRAIN_CONFIGS`` or the shipped ``configs/pretrain/``
+    (:func:`eqbench.resources.shipped_dir`)."""
     env = os.environ.get("EQBENCH_PRETRAIN_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "configs" / "pretrain"
+    return Path(env) if env else shipped_dir("configs") / "pretrain"
 
 
 def available_configs() -> list[str]:
     """Names of the shipped pretraining configs."""
     folder = configs_dir()
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def configs_by_method() -> dict[str, list[str]]:
+    """The shipped configs of each method, read from their (included) ``method:`` key."""
+    out: dict[str, list[str]] = {}
+    for name in available_configs():
+        method = read_config_file(configs_dir() / f"{name}.yaml").get("method")
+        out.setdefault(str(method), []).append(name)
+    return out
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

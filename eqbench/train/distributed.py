@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
 from eqbench.device import resolve_device
-from eqbench.errors import EqbenchError
+from eqbench.errors import ConfigError, EqbenchError
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,23 @@ class DistContext:
         dist.gather_object(obj, out, dst=0)
         return out
 
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (``obj`` itself when single-process)."""
+        if not self.distributed:
+            return obj
+        box = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_reduce_sum(self, tensor: Tensor) -> Tensor:
+        """The sum of every rank's ``tensor`` (same shape and dtype everywhere), on ``tensor``'s
+        device; the reduction runs on this process's device (NCCL needs CUDA tensors)."""
+        if not self.distributed:
+            return tensor
+        on_device = tensor.to(self.device, copy=True)
+        dist.all_reduce(on_device)
+        return on_device.to(tensor.device)
+
 
 def launched_rank() -> int:
     """This process's global rank as ``torchrun`` (or submitit's export) set it, 0 when the run
@@ -104,3 +122,22 @@ def teardown(ctx: DistContext) -> None:
     """Destroy the process group if :func:`setup` created it."""
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def global_batch_share(total: int, ctx: DistContext | None, what: str) -> tuple[int, int]:
+    """``(first, last)`` positions of this process's share of each global batch of ``total``
+    images: a contiguous ``total / world size`` of it, so the total batch, not the per-process
+    one, is what a setting means at any scale (``(0, total)`` for one process).
+
+    Raises:
+        ConfigError: ``total`` is not divisible by the world size (``what`` names the model).
+    """
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    if total % world:
+        raise ConfigError(
+            f"The {what}'s batch of {total} images cannot be split evenly over the {world} "
+            "processes of this launch; the total batch is kept at any scale. Launch a number of "
+            f"processes that divides {total}, or --set batch_size=<a multiple of {world}>."
+        )
+    per_rank = total // world
+    return rank * per_rank, (rank + 1) * per_rank

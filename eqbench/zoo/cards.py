@@ -30,6 +30,7 @@ from eqbench.atomic import write_text
 from eqbench.config import from_dict, to_dict
 from eqbench.errors import CheckpointError, ConfigError
 from eqbench.registry import did_you_mean
+from eqbench.resources import shipped_dir
 from eqbench.yamlfiles import read_yaml
 
 CARD_VERSION = 1
@@ -57,9 +58,10 @@ class ZooCard:
 
 
 def zoo_dir() -> Path:
-    """``$EQBENCH_ZOO_DIR`` or the ``model_zoo/`` folder beside the package."""
+    """``$EQBENCH_ZOO_DIR`` or the shipped ``model_zoo/`` (:func:`eqbench.resources.shipped_dir`:
+    the installed copy or the checkout's)."""
     env = os.environ.get("EQBENCH_ZOO_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "model_zoo"
+    return Path(env) if env else shipped_dir("model_zoo")
 
 
 def card_ids(folder: Path | None = None) -> list[str]:
