@@ -16,7 +16,16 @@ from eqbench.data import DATASETS
 from eqbench.errors import ConfigError
 from eqbench.protocols import PROTOCOLS
 from eqbench.results.records import write_result
-from eqbench.tables.papers import DATA, TABLES, published, render, reproduced, table_spec
+from eqbench.tables.papers import (
+    DATA,
+    TABLES,
+    build,
+    mapping_lines,
+    published,
+    render,
+    reproduced,
+    table_spec,
+)
 from eqbench.tasks import all_tasks
 
 
@@ -116,3 +125,30 @@ def test_every_column_names_a_real_task_metric_and_dataset(key: tuple[str, str])
         percent = protocol.units.get(metric) == "percent"
         published_in_percent = column.scale == 100.0
         assert not published_in_percent or percent, name
+
+
+def test_gtsa_table_inat_columns_name_the_finetune_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = {line.split(":")[0]: line for line in mapping_lines(table_spec("gtsa", "1"))}
+    assert lines["inat19_top1"].startswith(
+        "inat19_top1: classification/finetune_inat2019 on inat2019"
+    )
+    assert "[top5]" in lines["inat19_top5"]
+    records = [
+        {
+            "task": "classification/finetune_inat2019",
+            "model_id": "m",
+            "dataset": "inat2019:/data/inat",
+            "primary_metric": "top1",
+            "created_at": "2026-01-01T00:00:00",
+            "metrics": {"top1": {"mean": 0.597}, "top5": {"mean": 0.857}},
+        }
+    ]
+    import eqbench.tables.papers as papers
+
+    monkeypatch.setattr(papers, "load_results", lambda _: records)
+    tmp_path.joinpath("results").mkdir()
+    _, _, rows = build("gtsa", "1", tmp_path / "results")
+    row = dict(zip(rows[0], rows[-1], strict=True))
+    assert row["inat19_top1"] == "59.700" and row["inat19_top5"] == "85.700"

@@ -160,6 +160,24 @@ def test_malformed_split_files(tmp_path: Path) -> None:
         load_dataset(f"inat2018:{tmp_path / 'i'}", "test")
 
 
+def test_inat_pairs_by_image_id_and_refuses_unknown_categories(tmp_path: Path) -> None:
+    """Annotations pair with images by image id, not by position; a label outside the
+    category list and a file that is not COCO style are refused by name."""
+    fx = make_inat(tmp_path, "2019")
+    val = tmp_path / "val2019.json"
+    content = json.loads(val.read_text())
+    content["annotations"].reverse()
+    val.write_text(json.dumps(content))
+    assert load_dataset(f"inat2019:{tmp_path}", "test").labels.tolist() == fx.labels["test"]
+    content["annotations"][0]["category_id"] = 99
+    val.write_text(json.dumps(content))
+    with pytest.raises(DatasetError, match="category 99, which its category list does not hold"):
+        load_dataset(f"inat2019:{tmp_path}", "test")
+    val.write_text(json.dumps([1, 2]))
+    with pytest.raises(DatasetError, match="has no 'images' list"):
+        load_dataset(f"inat2019:{tmp_path}", "test")
+
+
 def test_cache_key_follows_images_and_split_files(tmp_path: Path) -> None:
     """As imagefolder's: a replaced image or an edited split file changes the fingerprint."""
     fx = make_food101(tmp_path)

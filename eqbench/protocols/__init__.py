@@ -6,6 +6,7 @@ from eqbench.protocols import (  # noqa: F401
     classification,
     depth,
     detection,
+    finetune,
     homography,
     invariance,
     openmmlab,

@@ -193,8 +193,10 @@ TABLES: dict[tuple[str, str], TableSpec] = {
         "GTSA README: ViT-S/16 pretrained 100 epochs on COCO; iNat19, COCO Mask R-CNN, ADE20K FPN",
         ("method",),
         {
-            "inat19_top1": _NONE,
-            "inat19_top5": _NONE,
+            "inat19_top1": _pct("classification/finetune_inat2019", "inat2019"),
+            "inat19_top5": Column(
+                "classification/finetune_inat2019", "inat2019", 100.0, metric="top5"
+            ),
             # GTSA trains mmdet's Mask R-CNN 1x and mmseg's Semantic FPN: the OpenMMLab tasks.
             "coco_apb": _mm("bbox_map"),
             "coco_apb50": _mm("bbox_map_50"),
