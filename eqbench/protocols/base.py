@@ -120,6 +120,14 @@ def metric_unit(protocol: str, metric: str) -> str:
     return PROTOCOLS.get(protocol).units.get(metric, "score")
 
 
+def metric_higher_is_better(protocol: str, metric: str) -> bool | None:
+    """The direction ``protocol`` declares for ``metric`` (:attr:`Protocol.lower_is_better`);
+    ``None`` for a protocol or metric that is no longer registered (an old result)."""
+    if protocol not in PROTOCOLS or metric not in PROTOCOLS.get(protocol).metrics:
+        return None
+    return metric not in PROTOCOLS.get(protocol).lower_is_better
+
+
 def stable_seed(*parts: object) -> int:
     """A 63-bit seed derived from ``parts`` that is stable across runs and platforms."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
