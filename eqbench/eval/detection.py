@@ -68,7 +68,7 @@ class PyramidBackbone(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             out = self.encoder(images)
         h, w = out.grid
-        fmap = out.patch.transpose(1, 2).reshape(out.patch.shape[0], -1, h, w)  # (B, D, h, w)
+        fmap = out.patch_map()  # (B, D, h, w)
         target = (max(1, images.shape[-2] // 16), max(1, images.shape[-1] // 16))
         if (h, w) != target:
             fmap = F.interpolate(fmap, size=target, mode="bilinear", align_corners=False)

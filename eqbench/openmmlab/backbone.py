@@ -88,10 +88,7 @@ class EqbenchBackbone(BaseModule):
         """Images ``(B, 3, H, W)`` in [0, 1] → maps ``(B, D, H / s, W / s)`` per stride ``s``."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             feats = self.encoder(images)
-        b, _, d = feats.patch.shape
-        h, w = feats.grid
-        fmap = feats.patch.transpose(1, 2).reshape(b, d, h, w)  # (B, D, h, w)
-        return self.pyramid(fmap)
+        return self.pyramid(feats.patch_map())  # (B, D, h, w) -> maps
 
 
 def register_backbone() -> None:
