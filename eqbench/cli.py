@@ -203,9 +203,9 @@ def eval_command(
       eqbench eval -t core -c runs/tir/checkpoint.pt --submit slurm --nodes 2 \\
           --gpus-per-node 8 --partition gpu
     """
-    from eqbench.config import parse_overrides
     from eqbench.evaluate import EvalConfig, evaluate
     from eqbench.features.store import default_cache_dir
+    from eqbench.overrides import parse_overrides
     from eqbench.train.distributed import launched_rank
 
     main_process = launched_rank() == 0
@@ -534,7 +534,7 @@ def submit_command(
       eqbench submit runs/tir/checkpoint.pt --id tir-demo
     """
     from eqbench.checkpoints.formats import FORMATS, format_names
-    from eqbench.config import parse_overrides
+    from eqbench.overrides import parse_overrides
     from eqbench.zoo.submit import submit
 
     if fmt not in ("auto", *format_names()):

@@ -15,12 +15,13 @@ from typing import Any
 from eqbench.backbones import Encoder
 from eqbench.backbones.input_size import size_multiple, snap_size
 from eqbench.checkpoints import LoadedModel
-from eqbench.config import apply_overrides, from_dict, to_dict
 from eqbench.data.base import DATASETS, DatasetSpec
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import CheckpointError, ConfigError
 from eqbench.features.sharding import prefetch
 from eqbench.features.store import FeatureStore, default_cache_dir
 from eqbench.models import load_model
+from eqbench.overrides import apply_overrides
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.protocols.base import MetricValues
 from eqbench.provenance import environment

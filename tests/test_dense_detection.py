@@ -22,7 +22,7 @@ from eqbench.cli import main
 from eqbench.data import load_dataset
 from eqbench.data.shapes import CLASSES, ShapeScenes
 from eqbench.eval.detection import (
-    SimpleFeaturePyramid,
+    PyramidBackbone,
     build_maskrcnn,
     coco_ap,
     coco_ground_truth,
@@ -143,14 +143,14 @@ def test_perfect_predictor_scores_ap_one() -> None:
 
 def test_simple_feature_pyramid_strides_and_freezing() -> None:
     encoder = create_encoder("micro_vit", img_size=64)
-    pyramid = SimpleFeaturePyramid(encoder, out_channels=16, frozen=True)
+    pyramid = PyramidBackbone(encoder, out_channels=16, frozen=True)
     maps = pyramid(torch.rand(2, 3, 64, 64))
     assert [tuple(m.shape) for m in maps.values()] == [(2, 16, s, s) for s in (16, 8, 4, 2)]
     assert not any(p.requires_grad for p in encoder.parameters())
     pyramid.train()
-    assert not encoder.training and pyramid.scales.training
+    assert not encoder.training and pyramid.pyramid.training
     # raw pixels (a 16x16 grid at any size) are resampled to stride 16 first
-    pixels = SimpleFeaturePyramid(create_encoder("pixels", img_size=64), out_channels=8)
+    pixels = PyramidBackbone(create_encoder("pixels", img_size=64), out_channels=8)
     assert pixels(torch.rand(1, 3, 64, 64))["3"].shape == (1, 8, 2, 2)
 
 

@@ -5,7 +5,6 @@ through the CLI, bad input, the Table 6 columns, and learning beating the mean d
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -13,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
+from cli_helpers import assert_refused_in_one_line, eval_one_result, run_cli
 from PIL import Image
 
 from eqbench.backbones.pixels import PixelEncoder
 from eqbench.checkpoints import LoadedModel
-from eqbench.cli import main
 from eqbench.data import load_dataset
 from eqbench.data.base import DatasetSpec
 from eqbench.data.depth import DepthDataset
@@ -267,24 +265,13 @@ def test_intermediate_layers_with_cls_on_a_vit() -> None:
 # --- the task, the CLI, bad input, the table ----------------------------------------------------
 
 
-def run_cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.output
-
-
 def test_cli_eval_writes_a_result(tmp_path: Path) -> None:
-    out_dir = tmp_path / "results"
-    code, out = run_cli(
-        "eval", "--task", "depth/linear", "--checkpoint", "baseline:pixels",
+    record = eval_one_result(
+        "depth/linear", "baseline:pixels", tmp_path / "results",
         "--set", "n_train=8", "--set", "n_test=4", "--set", "iterations=5",
         "--set", "image_size=32",
-        "--results-dir", str(out_dir), "--quiet",
     )  # fmt: skip
-    assert code == 0, out
-    files = list(out_dir.rglob("*.json"))
-    assert len(files) == 1
-    record = json.loads(files[0].read_text())
-    assert record["task"] == "depth/linear" and record["primary_metric"] == "rmse"
+    assert record["primary_metric"] == "rmse"
     assert record["dataset"] == "depth_scenes"
     assert 0.0 < record["metrics"]["rmse"]["mean"] < 10.0
     assert "rmse_mean_depth" in record["metrics"] and "rmse_margin" in record["metrics"]
@@ -315,17 +302,10 @@ def test_bad_nyu_input_is_one_line_and_writes_nothing(
     if layout == "mismatched":
         for png in root.glob("train_scene_*/sync_depth_*.png"):
             write_depth_png(png, np.full((10, 10), 1000))
-    out_dir = tmp_path / "results"
-    code, out = run_cli(
-        "eval", "--task", "depth/linear", "--checkpoint", "baseline:pixels",
+    assert_refused_in_one_line(
+        message, "depth/linear", "baseline:pixels", tmp_path / "results",
         "--dataset", f"nyu:{root}", "--set", "iterations=2", "--set", "image_size=32",
-        "--results-dir", str(out_dir), "--quiet",
     )  # fmt: skip
-    assert code != 0
-    assert message in out, out
-    assert len(out.strip().splitlines()) == 1, out
-    assert "Traceback" not in out
-    assert not out_dir.exists() or not any(out_dir.rglob("*"))
 
 
 def test_dataset_without_depth_is_refused() -> None:

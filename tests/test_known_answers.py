@@ -17,8 +17,8 @@ from torch import Tensor
 from eqbench.backbones.base import Encoder, Features
 from eqbench.backbones.pixels import PixelEncoder
 from eqbench.checkpoints import LoadedModel
-from eqbench.config import from_dict
 from eqbench.data.base import DatasetSpec
+from eqbench.dataclass_dicts import from_dict
 from eqbench.evaluate import resolve_feature
 from eqbench.features.store import FeatureStore
 from eqbench.protocols import PROTOCOLS, EvalContext

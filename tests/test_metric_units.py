@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from test_results import record
 from eqbench.errors import ConfigError
 from eqbench.evaluate import EvalConfig, plan
 from eqbench.protocols import PROTOCOLS
-from eqbench.protocols.base import UNITS, metric_unit
+from eqbench.protocols.base import UNITS, metric_higher_is_better, metric_unit
 from eqbench.results.leaderboard import column_units, to_markdown
 from eqbench.results.records import write_result
 from eqbench.tasks import all_tasks
@@ -18,10 +19,15 @@ from eqbench.tasks import all_tasks
 
 @pytest.mark.parametrize("name", PROTOCOLS.names())
 def test_every_metric_has_a_known_unit(name: str) -> None:
+    """Every registered protocol declares each metric's unit and direction (a new protocol is
+    picked up from the registry)."""
     protocol = PROTOCOLS.get(name)
     assert set(protocol.units) == set(protocol.metrics), name
     assert set(protocol.units.values()) <= set(UNITS), name
     assert protocol.lower_is_better <= set(protocol.metrics), name
+    for metric in protocol.metrics:
+        assert metric_unit(name, metric) in UNITS
+        assert metric_higher_is_better(name, metric) is (metric not in protocol.lower_is_better)
 
 
 @pytest.mark.parametrize("task", sorted(all_tasks()))
@@ -65,3 +71,15 @@ def test_units_are_fields_not_guesses() -> None:
     assert PROTOCOLS.get("homography").lower_is_better == frozenset(
         PROTOCOLS.get("homography").metrics
     )
+
+
+def test_records_without_declarations_take_them_from_their_task(tmp_path: Path) -> None:
+    """Results written before records named their protocol or direction still read with the
+    right unit and direction: looked up by task name, not guessed from the metric's name."""
+    path = write_result(record("m1", "depth/linear", 0.5, metric="rmse"), tmp_path)
+    data = json.loads(path.read_text())
+    del data["protocol"], data["higher_is_better"]
+    path.write_text(json.dumps(data))
+    assert column_units(tmp_path)["depth/linear ↓"] == "m"
+    assert metric_higher_is_better("depth_linear", "rmse") is False
+    assert metric_higher_is_better("no_such_protocol", "rmse") is None

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from optional import missing
+from torch import nn
 
 from eqbench.openmmlab import missing_openmmlab
 
@@ -30,17 +31,15 @@ from pycocotools import mask as mask_utils  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
+from eqbench.backbones.pyramid import SimpleFeaturePyramid  # noqa: E402
 from eqbench.data.base import DatasetSpec  # noqa: E402
 from eqbench.data.export import ExportConfig, export_shapes  # noqa: E402
 from eqbench.data.shapes import CLASSES  # noqa: E402
+from eqbench.eval.detection import build_maskrcnn  # noqa: E402
 from eqbench.eval.segmentation import confusion_matrix, segmentation_scores  # noqa: E402
 from eqbench.evaluate import EvalConfig, evaluate  # noqa: E402
 from eqbench.models import load_model  # noqa: E402
-from eqbench.openmmlab.backbone import (  # noqa: E402
-    EqbenchBackbone,
-    SimpleFeaturePyramid,
-    register_backbone,
-)
+from eqbench.openmmlab.backbone import EqbenchBackbone, register_backbone  # noqa: E402
 from eqbench.openmmlab.data import segmentation_data  # noqa: E402
 from eqbench.openmmlab.runner import mmengine_safe_globals, register_hooks  # noqa: E402
 from eqbench.openmmlab.segmentation import segmentation_config  # noqa: E402
@@ -55,11 +54,26 @@ def _one_thread() -> None:
 
 
 def test_simple_feature_pyramid_strides() -> None:
-    fpn = SimpleFeaturePyramid(dim=8, in_stride=16)
+    fpn = SimpleFeaturePyramid(dim=8, out_channels=None, in_stride=16)
     outs = fpn(torch.randn(2, 8, 4, 6))  # a 64 x 96 input at stride 16
-    assert [tuple(o.shape[-2:]) for o in outs] == [(16, 24), (8, 12), (4, 6), (2, 3)]
-    resnet_like = SimpleFeaturePyramid(dim=4, in_stride=32, out_strides=(8, 32))
-    assert [o.shape[-1] for o in resnet_like(torch.randn(1, 4, 2, 2))] == [8, 2]
+    assert [tuple(o.shape[-3:]) for o in outs] == [(8, 16, 24), (8, 8, 12), (8, 4, 6), (8, 2, 3)]
+    resnet_like = SimpleFeaturePyramid(dim=4, out_channels=6, in_stride=32, out_strides=(8, 32))
+    assert [o.shape[-3:] for o in resnet_like(torch.randn(1, 4, 2, 2))] == [(6, 8, 8), (6, 2, 2)]
+
+
+def test_both_maskrcnn_tasks_build_one_pyramid() -> None:
+    """detection/maskrcnn (torchvision) and detection/maskrcnn_mmdet (EqbenchBackbone) use the
+    same ViTDet pyramid: the same class, the same layers (LayerNorm, no BatchNorm)."""
+    from mmdet.registry import MODELS
+
+    register_backbone()
+    mmdet = MODELS.build(ConfigDict(type="EqbenchBackbone", checkpoint=SPEC, img_size=64))
+    encoder = load_model(SPEC, img_size=64).encoder
+    torchvision = build_maskrcnn(encoder, 3, 64, frozen=False, out_channels=64).backbone
+    pyramids = (mmdet.pyramid, torchvision.pyramid)
+    assert all(type(p) is SimpleFeaturePyramid for p in pyramids)
+    assert str(pyramids[0]) == str(pyramids[1])
+    assert not any(isinstance(m, nn.BatchNorm2d) for p in pyramids for m in p.modules())
 
 
 def test_backbone_keeps_checkpoint_weights_and_freezes() -> None:

@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_helpers import assert_refused_in_one_line, eval_one_result, run_cli
 from PIL import Image
 from scipy.io import savemat
 
 from eqbench.backbones.pixels import PixelEncoder
 from eqbench.checkpoints import LoadedModel
-from eqbench.cli import main
 from eqbench.data import load_dataset
 from eqbench.data.base import DatasetSpec
 from eqbench.data.figures import CANVAS
@@ -301,24 +300,14 @@ def test_mpii_fixture_through_the_protocol(tmp_path: Path) -> None:
 # --- the task, the CLI, bad input, the table ----------------------------------------------------
 
 
-def run_cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.output
-
-
 def test_cli_eval_writes_a_result(tmp_path: Path) -> None:
     out_dir = tmp_path / "results"
-    code, out = run_cli(
-        "eval", "--task", "pose/mpii", "--checkpoint", "baseline:random:vit_tiny_patch16_224",
+    record = eval_one_result(
+        "pose/mpii", "baseline:random:vit_tiny_patch16_224", out_dir,
         "--set", "n_train=8", "--set", "n_test=4", "--set", "iterations=5",
         "--set", "image_size=32", "--set", "batch_size=4",
-        "--results-dir", str(out_dir), "--quiet",
     )  # fmt: skip
-    assert code == 0, out
-    files = list(out_dir.rglob("*.json"))
-    assert len(files) == 1
-    record = json.loads(files[0].read_text())
-    assert record["task"] == "pose/mpii" and record["primary_metric"] == "pckh"
+    assert record["primary_metric"] == "pckh"
     assert record["dataset"] == "stick_figures" and record["higher_is_better"] is True
     assert 0.0 <= record["metrics"]["pckh"]["mean"] <= 1.0
     assert "pckh_mean_pose" in record["metrics"] and "pckh_margin" in record["metrics"]
@@ -360,17 +349,10 @@ def test_bad_mpii_input_is_one_line_and_writes_nothing(
         (root / "images" / "val001.png").unlink()
     if layout == "short_mat":
         savemat(annotations / "mpii_gt_val.mat", {"headboxes_src": np.ones((2, 2, 1))})
-    out_dir = tmp_path / "results"
-    code, out = run_cli(
-        "eval", "--task", "pose/mpii", "--checkpoint", "baseline:pixels",
+    assert_refused_in_one_line(
+        message, "pose/mpii", "baseline:pixels", tmp_path / "results",
         "--dataset", f"mpii:{root}", "--set", "iterations=2", "--set", "image_size=32",
-        "--results-dir", str(out_dir), "--quiet",
     )  # fmt: skip
-    assert code != 0
-    assert message in out, out
-    assert len(out.strip().splitlines()) == 1, out
-    assert "Traceback" not in out
-    assert not out_dir.exists() or not any(out_dir.rglob("*"))
 
 
 def test_dataset_without_keypoints_is_refused() -> None:

@@ -339,7 +339,7 @@ def test_tir_on_dinov2() -> None:
 @pytest.mark.parametrize("name", ["dinov2", "tir+dinov2"])
 def test_teacher_backbone_is_saved_for_evaluation(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from eqbench.checkpoints import load_state_file
-    from eqbench.config import from_dict
+    from eqbench.dataclass_dicts import from_dict
     from eqbench.models import load_model
     from eqbench.train import TEACHER_CHECKPOINT_NAME, PretrainConfig, pretrain
 

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from eqbench.backbones import create_encoder
 from eqbench.checkpoints import load_state_file
-from eqbench.config import from_dict
+from eqbench.dataclass_dicts import from_dict
 from eqbench.errors import ConfigError, EqbenchError
 from eqbench.methods import METHODS, build_method
 from eqbench.models import load_model

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from optional import import_or_skip
 
 from eqbench.cli import main
-from eqbench.config import from_dict
+from eqbench.dataclass_dicts import from_dict
 from eqbench.errors import ConfigError, EqbenchError
 from eqbench.train import PretrainConfig, pretrain
 from eqbench.train.launch import SlurmOptions, submit_pretrain

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from eqbench.config import from_dict, parse_overrides, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import ConfigError, EqbenchError
+from eqbench.overrides import parse_overrides
 from eqbench.registry import Registry, did_you_mean
 
 

@@ -445,7 +445,7 @@ def test_submit_id_with_newline_is_refused(tmp_path: Path) -> None:
 
 
 def test_yaml12_floats_in_overrides() -> None:
-    from eqbench.config import parse_overrides
+    from eqbench.overrides import parse_overrides
 
     assert parse_overrides(["lr=1e-3", "x=.5", "y=1E+2", "s=abc"]) == {
         "lr": 1e-3,
@@ -693,9 +693,9 @@ def test_every_set_value_fails_only_with_one_line_errors() -> None:
     raises an :class:`EqbenchError` whose message is one line (never another exception)."""
     import dataclasses
 
-    from eqbench.config import parse_overrides
     from eqbench.errors import EqbenchError
     from eqbench.evaluate import EvalConfig, plan
+    from eqbench.overrides import parse_overrides
     from eqbench.protocols import PROTOCOLS
     from eqbench.tasks import all_tasks
 

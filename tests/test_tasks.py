@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eqbench.config import from_dict
+from eqbench.dataclass_dicts import from_dict
 from eqbench.errors import ConfigError, EqbenchError
 from eqbench.protocols import PROTOCOLS
 from eqbench.tasks import all_groups, all_tasks, resolve_tasks, tasks_dir

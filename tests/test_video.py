@@ -5,21 +5,19 @@ built-in clips, the task through the CLI, bad input, and learning beating the co
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_helpers import assert_refused_in_one_line, eval_one_result, run_cli
 from PIL import Image
 from scipy import ndimage
 from skimage.morphology import disk
 
 from eqbench.backbones.pixels import PixelEncoder
 from eqbench.checkpoints import LoadedModel
-from eqbench.cli import main
 from eqbench.data import load_dataset
 from eqbench.data.base import DatasetSpec
 from eqbench.data.clips import FRAME_SIZE, FRAMES
@@ -434,22 +432,11 @@ def test_davis_fixture_through_the_protocol(tmp_path: Path) -> None:
 # --- the task, the CLI, bad input, the table ----------------------------------------------------
 
 
-def run_cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.output
-
-
 def test_cli_eval_writes_a_result(tmp_path: Path) -> None:
-    out_dir = tmp_path / "results"
-    code, out = run_cli(
-        "eval", "--task", "video/davis", "--checkpoint", "baseline:pixels",
-        "--set", "n_test=1", "--results-dir", str(out_dir), "--quiet",
-    )  # fmt: skip
-    assert code == 0, out
-    files = list(out_dir.rglob("*.json"))
-    assert len(files) == 1
-    record = json.loads(files[0].read_text())
-    assert record["task"] == "video/davis" and record["primary_metric"] == "jf"
+    record = eval_one_result(
+        "video/davis", "baseline:pixels", tmp_path / "results", "--set", "n_test=1"
+    )
+    assert record["primary_metric"] == "jf"
     assert 0.0 < record["metrics"]["jf"]["mean"] <= 1.0
     assert record["dataset"] == "shape_clips"
 
@@ -478,16 +465,14 @@ def test_bad_davis_input_is_one_line_and_writes_nothing(
         (root / "ImageSets" / "2017" / "val.txt").unlink()
     if layout == "no_frames":
         (root / "ImageSets" / "2017" / "val.txt").write_text("bear\nzebra\n")
-    out_dir = tmp_path / "results"
-    code, out = run_cli(
-        "eval", "--task", "video/davis", "--checkpoint", "baseline:pixels",
-        "--dataset", f"davis:{root}", "--results-dir", str(out_dir), "--quiet",
-    )  # fmt: skip
-    assert code != 0
-    assert message in out, out
-    assert len(out.strip().splitlines()) == 1, out
-    assert "Traceback" not in out
-    assert not out_dir.exists() or not any(out_dir.rglob("*"))
+    assert_refused_in_one_line(
+        message,
+        "video/davis",
+        "baseline:pixels",
+        tmp_path / "results",
+        "--dataset",
+        f"davis:{root}",
+    )
 
 
 def test_image_dataset_is_refused() -> None:

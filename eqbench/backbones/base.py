@@ -60,12 +60,16 @@ class Features:
             return torch.cat([cls, mean], dim=-1)
         raise ValueError(f"unknown feature kind {kind!r}; use one of {FEATURE_KINDS}")
 
+    def patch_map(self) -> Tensor:
+        """The patch tokens ``(B, N, D)`` as a feature map ``(B, D, h, w)``."""
+        h, w = self.grid
+        batch, _, dim = self.patch.shape
+        return self.patch.transpose(1, 2).reshape(batch, dim, h, w)
+
     def grid_pooled(self, k: int) -> Tensor:
         """Patch tokens as a map ``(B, D, h, w)``, average-pooled to ``(B, D, k, k)`` (PyTorch's
         adaptive bins), flattened to ``(B, D·k²)``."""
-        h, w = self.grid
-        batch, _, dim = self.patch.shape
-        grid_map = self.patch.transpose(1, 2).reshape(batch, dim, h, w)  # (B, D, h, w)
+        grid_map = self.patch_map()
         return F.adaptive_avg_pool2d(grid_map.float(), k).flatten(1).to(self.patch.dtype)
 
 

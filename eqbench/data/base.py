@@ -130,6 +130,29 @@ def load_dataset(
     return ds
 
 
+def generated_split_size(
+    name: str, path: str | None, split: str, n: int | None, default_n: dict[str, int]
+) -> int:
+    """The image count of a split of the generated dataset ``name`` (built in, no PATH):
+    ``n``, or ``default_n[split]`` when ``None``; refuses a path, an unknown split, a negative
+    ``n``."""
+    if path:
+        raise DatasetError(f"{name} is built in and takes no PATH; use --dataset {name}.")
+    if split not in default_n:
+        raise DatasetError(f"Unknown split '{split}'; use {' or '.join(default_n)}.")
+    if n is not None and n < 0:
+        raise DatasetError(f"Number of images must be >= 0, got {n}.")
+    return default_n[split] if n is None else n
+
+
+def generated_sample_rng(seed: int, split: str, index: int, version: int) -> np.random.Generator:
+    """The generator of image ``index`` of a generated dataset's split: a stream per (seed, split,
+    index, generator version), so train and test never share an image and any image renders
+    alone."""
+    stream = int(split == "test")
+    return np.random.default_rng([seed & 0xFFFFFFFF, stream, index, version])
+
+
 #: Fewest rows a thread of :func:`parallel_rows` is given; smaller batches run inline.
 MIN_ROWS_PER_THREAD = 16
 

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from eqbench.data.base import DATASETS
+from eqbench.data.base import DATASETS, generated_sample_rng, generated_split_size
 from eqbench.data.pose import NUM_JOINTS, PIXEL_STD, SKELETON, PoseDataset, PoseSample, head_size
-from eqbench.errors import DatasetError
 
 #: Bumped whenever figure sampling or rendering changes (expires cached features).
 GENERATOR_VERSION = 1
@@ -157,8 +156,7 @@ class StickFigures(PoseDataset):
         self.classes = ["person"]
 
     def sample(self, index: int) -> PoseSample:
-        stream = int(self.split == "test")
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, stream, index, GENERATOR_VERSION])
+        rng = generated_sample_rng(self.seed, self.split, index, GENERATOR_VERSION)
         return render_figure(rng)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -182,12 +180,6 @@ class StickFigures(PoseDataset):
 )
 def stick_figures(path: str | None, split: str, n: int | None, seed: int) -> PoseDataset:
     """Factory of the built-in figures (no path)."""
-    if path:
-        raise DatasetError(
-            "stick_figures is built in and takes no PATH; use --dataset stick_figures."
-        )
-    if split not in DEFAULT_N:
-        raise DatasetError(f"Unknown split '{split}'; use train or test.")
-    if n is not None and n < 0:
-        raise DatasetError(f"Number of images must be >= 0, got {n}.")
-    return StickFigures(split, DEFAULT_N[split] if n is None else n, seed)
+    return StickFigures(
+        split, generated_split_size("stick_figures", path, split, n, DEFAULT_N), seed
+    )

@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from eqbench.data.base import DATASETS
+from eqbench.data.base import DATASETS, generated_sample_rng, generated_split_size
 from eqbench.data.depth import DepthDataset
-from eqbench.errors import DatasetError
 
 #: Bumped whenever scene sampling or rendering changes (expires cached features).
 GENERATOR_VERSION = 1
@@ -163,8 +162,7 @@ class DepthScenes(DepthDataset):
         self.classes = ["depth"]
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        stream = int(self.split == "test")
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, stream, index, GENERATOR_VERSION])
+        rng = generated_sample_rng(self.seed, self.split, index, GENERATOR_VERSION)
         return render_scene(rng)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -188,12 +186,4 @@ class DepthScenes(DepthDataset):
 )
 def depth_scenes(path: str | None, split: str, n: int | None, seed: int) -> DepthDataset:
     """Factory of the built-in scenes (no path)."""
-    if path:
-        raise DatasetError(
-            "depth_scenes is built in and takes no PATH; use --dataset depth_scenes."
-        )
-    if split not in DEFAULT_N:
-        raise DatasetError(f"Unknown split '{split}'; use train or test.")
-    if n is not None and n < 0:
-        raise DatasetError(f"Number of images must be >= 0, got {n}.")
-    return DepthScenes(split, DEFAULT_N[split] if n is None else n, seed)
+    return DepthScenes(split, generated_split_size("depth_scenes", path, split, n, DEFAULT_N), seed)

@@ -1,7 +1,6 @@
 """Mask R-CNN on a ViT simple feature pyramid (torchvision), and COCO box / mask AP.
 
-The pyramid follows ViTDet (Li, Mao, Girshick, He 2022, "Exploring Plain Vision Transformer
-Backbones for Object Detection", arXiv 2203.16527) as GTSA's ``vit_timm.py`` builds it: from the
+The pyramid is ViTDet's (:mod:`eqbench.backbones.pyramid`, shared with the mmdet task): from the
 stride-16 patch-token map, stride 4 = two 2× deconvolutions, stride 8 = one 2× deconvolution,
 stride 16 = identity, stride 32 = 2× max-pooling; each level then gets a 1×1 and a 3×3
 convolution with LayerNorm to ``out_channels``. Backbones whose token map is not at stride 16
@@ -28,6 +27,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
 from eqbench.backbones.base import Encoder
+from eqbench.backbones.pyramid import SimpleFeaturePyramid
 from eqbench.data.dense import Instance
 
 #: Names of the pyramid levels (strides 4, 8, 16, 32), as torchvision's RoI pooling reads them.
@@ -36,15 +36,8 @@ LEVELS = ("0", "1", "2", "3")
 AP_STATS = {"ap": 0, "ap50": 1, "ap75": 2}
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a ``(B, C, H, W)`` map (ViTDet's norm)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-
-class SimpleFeaturePyramid(nn.Module):
-    """ViTDet's simple feature pyramid over an eqbench encoder.
+class PyramidBackbone(nn.Module):
+    """An eqbench encoder plus ViTDet's :class:`~eqbench.backbones.pyramid.SimpleFeaturePyramid`.
 
     Args:
         encoder: the backbone; called on images in [0, 1] (it normalises them itself).
@@ -62,33 +55,9 @@ class SimpleFeaturePyramid(nn.Module):
         self.out_channels = out_channels
         if frozen:
             encoder.requires_grad_(False)
-        d = encoder.embed_dim
-        half, quarter = max(d // 2, 1), max(d // 4, 1)
-        self.scales = nn.ModuleList(
-            [
-                nn.Sequential(
-                    nn.ConvTranspose2d(d, half, 2, stride=2),
-                    LayerNorm2d(half),
-                    nn.GELU(),
-                    nn.ConvTranspose2d(half, quarter, 2, stride=2),
-                ),
-                nn.ConvTranspose2d(d, half, 2, stride=2),
-                nn.Identity(),
-                nn.MaxPool2d(2),
-            ]
-        )
-        widths = (quarter, half, d, d)
-        self.outputs = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(w, out_channels, 1, bias=False),
-                LayerNorm2d(out_channels),
-                nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-                LayerNorm2d(out_channels),
-            )
-            for w in widths
-        )
+        self.pyramid = SimpleFeaturePyramid(encoder.embed_dim, out_channels, in_stride=16)
 
-    def train(self, mode: bool = True) -> SimpleFeaturePyramid:
+    def train(self, mode: bool = True) -> PyramidBackbone:
         super().train(mode)
         if self.frozen:
             self.encoder.eval()
@@ -99,7 +68,7 @@ class SimpleFeaturePyramid(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             out = self.encoder(images)
         h, w = out.grid
-        fmap = out.patch.transpose(1, 2).reshape(out.patch.shape[0], -1, h, w)  # (B, D, h, w)
+        fmap = out.patch_map()  # (B, D, h, w)
         target = (max(1, images.shape[-2] // 16), max(1, images.shape[-1] // 16))
         if (h, w) != target:
             fmap = F.interpolate(fmap, size=target, mode="bilinear", align_corners=False)
@@ -107,11 +76,8 @@ class SimpleFeaturePyramid(nn.Module):
 
     def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
         """Pyramid ``{"0": stride 4, "1": 8, "2": 16, "3": 32}`` of ``(B, C, ·, ·)`` maps."""
-        fmap = self.token_map(images)
-        return OrderedDict(
-            (name, out(scale(fmap)))
-            for name, scale, out in zip(LEVELS, self.scales, self.outputs, strict=True)
-        )
+        maps = self.pyramid(self.token_map(images))
+        return OrderedDict(zip(LEVELS, maps, strict=True))
 
 
 def build_maskrcnn(
@@ -126,7 +92,7 @@ def build_maskrcnn(
     rois_per_image: int = 512,
     detections_per_image: int = 100,
 ) -> MaskRCNN:
-    """torchvision ``MaskRCNN`` on a :class:`SimpleFeaturePyramid` of ``encoder``.
+    """torchvision ``MaskRCNN`` on a :class:`PyramidBackbone` of ``encoder``.
 
     Args:
         encoder: the backbone (modified in place when finetuned: pass a copy).
@@ -148,7 +114,7 @@ def build_maskrcnn(
         sizes=tuple((float(s),) for s in sizes), aspect_ratios=((0.5, 1.0, 2.0),) * len(LEVELS)
     )
     return MaskRCNN(
-        SimpleFeaturePyramid(encoder, out_channels, frozen),
+        PyramidBackbone(encoder, out_channels, frozen),
         num_classes=num_classes,
         min_size=image_size,
         max_size=image_size,

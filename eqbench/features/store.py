@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -40,6 +39,7 @@ from eqbench.backbones.base import FEATURE_KINDS, Encoder, Features
 from eqbench.data.base import ImageDataset
 from eqbench.device import autocast
 from eqbench.errors import ConfigError, EqbenchError
+from eqbench.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -226,17 +226,10 @@ class FeatureStore:
         n = sum(len(span) for span in spans)
         parts: list[Tensor] = []
         start = time.perf_counter()
-        with Progress(
-            TextColumn("[bold]encode[/] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            disable=not self.show_progress,
-            transient=True,
-        ) as progress:
+        with progress_bar("encode", self.show_progress) as progress:
             bar = progress.add_task(label or "patch maps", total=n)
             for count, out in self._forward_batches(make_batch, spans):
-                parts.append(_patch_map(out).float().cpu())
+                parts.append(out.patch_map().float().cpu())
                 progress.advance(bar, count)
         self.images_encoded += n
         log.info("encoded %d patch maps (%s) in %.1fs", n, label, time.perf_counter() - start)
@@ -273,14 +266,7 @@ class FeatureStore:
         spans = batch_spans(len(request.dataset), self.batch_size)
         with (
             torch.inference_mode(),
-            Progress(
-                TextColumn("[bold]encode[/] {task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                disable=not self.show_progress,
-                transient=True,
-            ) as progress,
+            progress_bar("encode", self.show_progress) as progress,
         ):
             bar = progress.add_task(
                 request.label or request.dataset.name, total=len(request.dataset)
@@ -358,14 +344,7 @@ class FeatureStore:
         n = sum(len(span) for span in spans)
         parts: dict[str, list[Tensor]] = {kind: [] for kind in STORED_KINDS}
         start = time.perf_counter()
-        with Progress(
-            TextColumn("[bold]encode[/] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            disable=not self.show_progress,
-            transient=True,
-        ) as progress:
+        with progress_bar("encode", self.show_progress) as progress:
             bar = progress.add_task(label or dataset.name, total=n)
             for count, out in self._forward_batches(make_batch, spans):
                 for kind in STORED_KINDS:
@@ -374,12 +353,6 @@ class FeatureStore:
         self.images_encoded += n
         log.info("encoded %d images (%s) in %.1fs", n, label, time.perf_counter() - start)
         return {kind: torch.cat(chunks) for kind, chunks in parts.items()}
-
-
-def _patch_map(out: Features) -> Tensor:
-    """Patch tokens ``(B, N, D)`` as a feature map ``(B, D, h, w)``."""
-    h, w = out.grid
-    return out.patch.transpose(1, 2).reshape(out.patch.shape[0], -1, h, w)
 
 
 def select_feature(feats: dict[str, Tensor], kind: str) -> Tensor:

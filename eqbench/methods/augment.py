@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from eqbench.config import from_dict, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.registry import did_you_mean
 from eqbench.transforms import Transformation, build_transform

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from eqbench.backbones import Encoder
-from eqbench.config import from_dict, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.methods.augment import TwoViewAugment, build_augment_config
 from eqbench.methods.base import OBJECTIVES, Method, build_objective, split_options

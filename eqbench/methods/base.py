@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from eqbench.backbones import Encoder
-from eqbench.config import from_dict
+from eqbench.dataclass_dicts import from_dict
 from eqbench.errors import ConfigError
 from eqbench.methods.augment import source_aspect
 from eqbench.registry import Registry, did_you_mean, first_paragraph

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from eqbench.backbones import Encoder, Features
-from eqbench.config import from_dict, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.losses import DINOLoss, IBOTPatchLoss
 from eqbench.methods.augment import (

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from eqbench.backbones import Encoder
-from eqbench.config import from_dict, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.losses import DINOv2Loss
 from eqbench.losses.dinov2 import CENTERINGS

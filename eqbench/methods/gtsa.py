@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eqbench.backbones import Encoder
-from eqbench.config import from_dict, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.losses import correspondence_weight, patch_correspondence_loss, region_loss
 from eqbench.methods.augment import LocalCropConfig, MultiCropAugment, build_augment_config

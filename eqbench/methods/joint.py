@@ -21,7 +21,7 @@ from torch import Tensor
 
 from eqbench.backbones import Encoder
 from eqbench.backbones.base import FEATURE_KINDS
-from eqbench.config import from_dict, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.methods.augment import TwoViewAugment, build_augment_config
 from eqbench.methods.base import (

@@ -25,7 +25,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from eqbench.backbones import Encoder
-from eqbench.config import from_dict, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.losses import masked_patch_mse, patchify
 from eqbench.methods.augment import TwoViewAugment, build_augment_config, to_unit_float

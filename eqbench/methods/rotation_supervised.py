@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from eqbench.backbones import Encoder
 from eqbench.backbones.base import GRID_SIZE
-from eqbench.config import from_dict, to_dict
 from eqbench.data.base import center_crop
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.methods.base import Method, TrainBatch, register_method
 from eqbench.transforms import build_transform

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from eqbench.backbones import Encoder
-from eqbench.config import from_dict, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import ConfigError
 from eqbench.losses import SIELoss
 from eqbench.methods.augment import TwoViewAugment, build_augment_config

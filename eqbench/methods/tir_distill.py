@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from eqbench.backbones import Encoder, Features
-from eqbench.config import from_dict, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.methods.base import Method, MethodFactory, TrainBatch, register_method
 from eqbench.methods.dino import SMALL_HEADS, Crops, SelfDistillation, parse_distillation_options
 from eqbench.methods.dinov2 import DINOv2, DINOv2Options, with_dinov2_defaults

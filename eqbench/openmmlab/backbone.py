@@ -2,10 +2,11 @@
 
 :class:`EqbenchBackbone` loads a model spec (checkpoint path, ``timm:...``, ``baseline:...``,
 ``zoo:...``; see :func:`eqbench.models.load_model`) and turns its patch tokens into a
-multi-scale feature pyramid with :class:`SimpleFeaturePyramid`, the "simple feature pyramid" of
-ViTDet (Li et al. 2022, arXiv 2203.16527, Fig. 2c; mmseg's ``Feature2Pyramid``, GTSA's
-``vit_timm.py``): from the stride-16 token map, two 2×2 transposed convolutions give stride 4, one
-gives stride 8, the map itself is stride 16 and a 2×2 max-pool gives stride 32.
+multi-scale feature pyramid with ViTDet's simple feature pyramid
+(:class:`~eqbench.backbones.pyramid.SimpleFeaturePyramid`, the one the torchvision Mask R-CNN task
+uses too): from the stride-16 token map, two 2×2 transposed convolutions give stride 4, one gives
+stride 8, the map itself is stride 16 and a 2×2 max-pool gives stride 32; each level then gets a
+1×1 and a 3×3 convolution with LayerNorm.
 
 Inputs are images in [0, 1] (the engines' data preprocessors only divide by 255): the encoder
 applies its own normalisation, so every backbone sees the inputs it was trained on.
@@ -13,67 +14,18 @@ applies its own normalisation, so every backbone sees the inputs it was trained 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from eqbench.errors import ConfigError
+from eqbench.backbones.pyramid import DEFAULT_STRIDES, SimpleFeaturePyramid
 from eqbench.models import load_model
 from eqbench.openmmlab import require_openmmlab
 
 require_openmmlab()  # a MissingDependencyError naming scripts/build_mmcv.sh, not an ImportError
 from mmengine.model import BaseModule  # noqa: E402
-
-#: Output strides of the pyramid (ViTDet, GTSA, mmdet's FPN inputs).
-DEFAULT_STRIDES = (4, 8, 16, 32)
-
-
-def _rescale_layer(dim: int, ratio: float) -> nn.Module:
-    """Map a feature map by ``ratio`` (a power of two): transposed convs up, max-pool down."""
-    if ratio == 1:
-        return nn.Identity()
-    if ratio < 1:
-        k = round(1 / ratio)
-        return nn.MaxPool2d(kernel_size=k, stride=k)
-    layers: list[nn.Module] = []
-    for i in range(round(math.log2(ratio))):
-        if i > 0:  # as mmseg's Feature2Pyramid: deconv, BN, GELU, deconv
-            layers += [nn.BatchNorm2d(dim), nn.GELU()]
-        layers.append(nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2))
-    return nn.Sequential(*layers)
-
-
-class SimpleFeaturePyramid(nn.Module):
-    """Feature maps at several strides from one token map.
-
-    Args:
-        dim: channels ``D`` of the token map (kept at every level).
-        in_stride: stride of the token map in pixels (the patch size; 32 for a ResNet's last map).
-        out_strides: strides of the outputs; each ``in_stride / s`` must be a power of two.
-    """
-
-    def __init__(
-        self, dim: int, in_stride: int, out_strides: Sequence[int] = DEFAULT_STRIDES
-    ) -> None:
-        super().__init__()
-        layers = []
-        for s in out_strides:
-            ratio = in_stride / s
-            if ratio <= 0 or not math.log2(ratio).is_integer():
-                raise ConfigError(
-                    f"Cannot make stride {s} from a stride-{in_stride} token map (the ratio must "
-                    "be a power of two). Use out_strides like (4, 8, 16, 32)."
-                )
-            layers.append(_rescale_layer(dim, ratio))
-        self.levels = nn.ModuleList(layers)
-        self.out_strides = tuple(out_strides)
-
-    def forward(self, fmap: Tensor) -> tuple[Tensor, ...]:
-        """``(B, D, h, w)`` → one ``(B, D, h·r, w·r)`` map per output stride."""
-        return tuple(level(fmap) for level in self.levels)
 
 
 class EqbenchBackbone(BaseModule):
@@ -87,11 +39,12 @@ class EqbenchBackbone(BaseModule):
         checkpoint: an eqbench model spec.
         img_size: the size the encoder is built for (ViTs run at any size).
         out_strides: strides of the returned maps.
+        out_channels: channels of each returned map (``None``: the encoder's ``embed_dim``).
         frozen: keep the encoder's weights fixed (and in eval mode); the pyramid still trains.
         init_cfg: mmengine init config of the pyramid (default: PyTorch's initialisation).
 
     Attributes:
-        out_channels: channels of each returned map (the encoder's ``embed_dim``).
+        out_channels: channels of each returned map.
         model_id / sha256: of the loaded checkpoint (for provenance).
     """
 
@@ -100,6 +53,7 @@ class EqbenchBackbone(BaseModule):
         checkpoint: str,
         img_size: int = 224,
         out_strides: Sequence[int] = DEFAULT_STRIDES,
+        out_channels: int | None = None,
         frozen: bool = False,
         init_cfg: Any = None,
     ) -> None:
@@ -108,8 +62,8 @@ class EqbenchBackbone(BaseModule):
         self.encoder = loaded.encoder
         self.model_id, self.sha256 = loaded.model_id, loaded.sha256
         dim, stride = self.encoder.embed_dim, self.encoder.patch_size
-        self.pyramid = SimpleFeaturePyramid(dim, stride, out_strides)
-        self.out_channels = [dim] * len(self.pyramid.out_strides)
+        self.pyramid = SimpleFeaturePyramid(dim, out_channels, stride, out_strides)
+        self.out_channels = [self.pyramid.out_channels] * len(self.pyramid.out_strides)
         self.frozen = frozen
         if frozen:
             self.encoder.requires_grad_(False)
@@ -134,10 +88,7 @@ class EqbenchBackbone(BaseModule):
         """Images ``(B, 3, H, W)`` in [0, 1] → maps ``(B, D, H / s, W / s)`` per stride ``s``."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             feats = self.encoder(images)
-        b, _, d = feats.patch.shape
-        h, w = feats.grid
-        fmap = feats.patch.transpose(1, 2).reshape(b, d, h, w)  # (B, D, h, w)
-        return self.pyramid(fmap)
+        return self.pyramid(feats.patch_map())  # (B, D, h, w) -> maps
 
 
 def register_backbone() -> None:

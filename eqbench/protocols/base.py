@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 
 from eqbench.checkpoints import LoadedModel
 from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
+from eqbench.errors import DatasetError
 from eqbench.features.store import FeatureRequest, FeatureStore
 from eqbench.registry import Registry
 from eqbench.train.distributed import DistContext
@@ -51,6 +53,20 @@ class EvalContext:
 
 #: ``metric name -> one value per probe seed``.
 MetricValues = dict[str, list[float]]
+
+D = TypeVar("D")
+
+
+def open_split(
+    dataset: DatasetSpec, split: str, n: int | None, seed: int, kind: Callable[..., D], lacking: str
+) -> D:
+    """A split of ``dataset``, which must be an instance of the class ``kind``; else a
+    DatasetError saying ``Dataset '<dataset>' has no <lacking>`` (what is missing and which
+    datasets have it). (``kind`` is typed as a callable so abstract dataset classes pass mypy.)"""
+    data = load_dataset(dataset, split, n=n, seed=seed)
+    if not isinstance(kind, type) or not isinstance(data, kind):
+        raise DatasetError(f"Dataset '{dataset}' has no {lacking}")
+    return data  # type: ignore[return-value]
 
 
 #: The units a protocol gives its metrics (:attr:`Protocol.units`), with what each means.
@@ -118,6 +134,14 @@ def metric_unit(protocol: str, metric: str) -> str:
     if protocol not in PROTOCOLS:
         return "score"
     return PROTOCOLS.get(protocol).units.get(metric, "score")
+
+
+def metric_higher_is_better(protocol: str, metric: str) -> bool | None:
+    """The direction ``protocol`` declares for ``metric`` (:attr:`Protocol.lower_is_better`);
+    ``None`` for a protocol or metric that is no longer registered (an old result)."""
+    if protocol not in PROTOCOLS or metric not in PROTOCOLS.get(protocol).metrics:
+        return None
+    return metric not in PROTOCOLS.get(protocol).lower_is_better
 
 
 def stable_seed(*parts: object) -> int:

@@ -26,10 +26,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
-from eqbench.data.base import DatasetSpec, load_dataset
+from eqbench.data.base import DatasetSpec
 from eqbench.data.depth import DepthDataset
 from eqbench.device import autocast
 from eqbench.errors import ConfigError, DatasetError
@@ -37,7 +36,8 @@ from eqbench.eval.depth import NORM_STRATEGIES, DepthTraining, LinearDepthHead, 
 from eqbench.eval.depth_dpt import READOUTS, DPTDepthHead
 from eqbench.eval.depth_metrics import CROPS, ERRORS, DepthScores
 from eqbench.features.store import FeatureStore
-from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
+from eqbench.progress import progress_bar
+from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, open_split
 from eqbench.protocols.video import encoded_size, size_multiple_of
 
 
@@ -175,13 +175,8 @@ DepthHead = LinearDepthHead | DPTDepthHead
 
 def open_depth(dataset: DatasetSpec, split: str, n: int | None, seed: int) -> DepthDataset:
     """A split of ``dataset``, which must have depth maps."""
-    data = load_dataset(dataset, split, n=n, seed=seed)
-    if not isinstance(data, DepthDataset):
-        raise DatasetError(
-            f"Dataset '{dataset}' has no depth maps. Use depth_scenes (built-in), nyu:PATH or "
-            "kitti:PATH."
-        )
-    return data
+    lacking = "depth maps. Use depth_scenes (built-in), nyu:PATH or kitti:PATH."
+    return open_split(dataset, split, n, seed, DepthDataset, lacking)
 
 
 @torch.inference_mode()
@@ -195,8 +190,7 @@ def token_maps(store: FeatureStore, images: Tensor, layers: int, use_cls: bool) 
     parts = []
     for out in outs:
         h, w = out.grid
-        patch = out.patch.float()  # (B, h·w, D)
-        parts.append(patch.transpose(1, 2).reshape(patch.shape[0], -1, h, w))
+        parts.append(out.patch_map().float())
         if use_cls:
             cls = out.pooled("cls").float()  # (B, D')
             parts.append(cls[:, :, None, None].expand(-1, -1, h, w))
@@ -249,14 +243,7 @@ def score_test(
 ) -> None:
     """Predict every test image with each head, resize to its ground truth and score it; score
     the constant ``mean_depth`` in ``baseline``."""
-    with Progress(
-        TextColumn("[bold]depth[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not store.show_progress,
-        transient=True,
-    ) as progress:
+    with progress_bar("depth", store.show_progress) as progress:
         bar = progress.add_task(data.name, total=len(data))
         for lo in range(0, len(data), store.batch_size):
             samples = [data.sample(i) for i in range(lo, min(lo + store.batch_size, len(data)))]

@@ -22,17 +22,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
-from eqbench.data.base import DatasetSpec, load_dataset
+from eqbench.data.base import DatasetSpec
 from eqbench.data.pose import NUM_JOINTS, Crop, PoseDataset, PoseSample, crop_person
 from eqbench.device import autocast
 from eqbench.errors import DatasetError
 from eqbench.eval.pose import DECODERS, PoseHead, PoseTraining, train_pose_head
 from eqbench.eval.pose_metrics import SCORES, PCKhScores, decode_heatmaps
 from eqbench.features.store import FeatureStore
-from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
+from eqbench.progress import progress_bar
+from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, open_split
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,8 @@ class PoseConfig:
 
 def open_pose(dataset: DatasetSpec, split: str, n: int | None, seed: int) -> PoseDataset:
     """A split of ``dataset``, which must have keypoints."""
-    data = load_dataset(dataset, split, n=n, seed=seed)
-    if not isinstance(data, PoseDataset):
-        raise DatasetError(
-            f"Dataset '{dataset}' has no keypoints. Use stick_figures (built-in) or mpii:PATH."
-        )
-    return data
+    lacking = "keypoints. Use stick_figures (built-in) or mpii:PATH."
+    return open_split(dataset, split, n, seed, PoseDataset, lacking)
 
 
 @torch.inference_mode()
@@ -104,9 +100,7 @@ def token_map(store: FeatureStore, crops: list[Crop]) -> Tensor:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0).to(store.device)
     with autocast(store.device):
         out = store.encoder(x)
-    h, w = out.grid
-    patch = out.patch.float()  # (B, h·w, D)
-    return patch.transpose(1, 2).reshape(patch.shape[0], -1, h, w)
+    return out.patch_map().float()
 
 
 def batches(
@@ -168,14 +162,7 @@ def score_test(
     """Predict every test person with each head, in image pixels, and score it; score the
     ``mean_pose`` (crop pixels) in ``baseline``."""
     size = (cfg.image_size, cfg.image_size)
-    with Progress(
-        TextColumn("[bold]pose[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not store.show_progress,
-        transient=True,
-    ) as progress:
+    with progress_bar("pose", store.show_progress) as progress:
         bar = progress.add_task(data.name, total=len(data))
         for samples, crops in batches(data, cfg.image_size, store.batch_size):
             for sample in samples:

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from eqbench.data.base import DatasetSpec, ImageDataset
 from eqbench.data.dense import SegmentationDataset
-from eqbench.errors import ConfigError, DatasetError
+from eqbench.errors import ConfigError
 from eqbench.eval.segmentation import (
     HeadTraining,
     Resume,
@@ -37,7 +37,7 @@ from eqbench.eval.segmentation import (
 )
 from eqbench.features.sharding import shard_spans
 from eqbench.features.store import batch_spans
-from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
+from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, open_split
 from eqbench.train.distributed import DistContext, global_batch_share
 
 
@@ -83,13 +83,8 @@ class SegmentationLinearConfig:
 
 def open_masked_split(ctx: EvalContext, split: str, n: int | None) -> SegmentationDataset:
     """A split of the context's dataset, which must have segmentation masks."""
-    dataset = ctx.open(split, n=n)
-    if not isinstance(dataset, SegmentationDataset):
-        raise DatasetError(
-            f"Dataset '{ctx.dataset}' has no segmentation masks. Use shapes (built-in), "
-            "ade20k:PATH, voc:PATH or coco:PATH."
-        )
-    return dataset
+    lacking = "segmentation masks. Use shapes (built-in), ade20k:PATH, voc:PATH or coco:PATH."
+    return open_split(ctx.dataset, split, n, ctx.seed, SegmentationDataset, lacking)
 
 
 def encode_masked_split(

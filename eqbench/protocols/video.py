@@ -19,11 +19,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
 from eqbench.backbones.input_size import size_multiple
-from eqbench.data.base import DatasetSpec, load_dataset
+from eqbench.data.base import DatasetSpec
 from eqbench.data.video import VideoDataset
 from eqbench.device import autocast
 from eqbench.errors import DatasetError
@@ -36,7 +35,8 @@ from eqbench.eval.propagation import (
     propagate,
 )
 from eqbench.features.store import FeatureStore
-from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
+from eqbench.progress import progress_bar
+from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, open_split
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,7 @@ def encode_frames(store: FeatureStore, frames: np.ndarray, size: tuple[int, int]
         images = images.clamp(0, 255).div(255.0).to(store.device)
         with autocast(store.device):
             feats = store.encoder(images)
-        h, w = feats.grid
-        patch = feats.patch.float()  # (B, h·w, D)
-        out.append(patch.transpose(1, 2).reshape(patch.shape[0], -1, h, w))
+        out.append(feats.patch_map().float())
     return torch.cat(out)
 
 
@@ -133,13 +131,8 @@ def size_multiple_of(store: FeatureStore) -> int:
 
 def open_videos(dataset: DatasetSpec, n: int | None, seed: int) -> VideoDataset:
     """The test split of ``dataset``, which must be a video dataset."""
-    videos = load_dataset(dataset, "test", n=n, seed=seed)
-    if not isinstance(videos, VideoDataset):
-        raise DatasetError(
-            f"Dataset '{dataset}' has no videos. Use shape_clips (built-in), davis:PATH or "
-            "vip:PATH."
-        )
-    return videos
+    lacking = "videos. Use shape_clips (built-in), davis:PATH or vip:PATH."
+    return open_split(dataset, "test", n, seed, VideoDataset, lacking)
 
 
 def propagated_videos(
@@ -148,14 +141,7 @@ def propagated_videos(
     """``(name, annotations (T, H, W), first frame's labels (H, W), prediction (T, H, W))``
     of every video of the context's test split, with a progress bar."""
     videos = open_videos(ctx.dataset, cfg.n_test, ctx.seed)
-    with Progress(
-        TextColumn("[bold]propagate[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not ctx.store.show_progress,
-        transient=True,
-    ) as progress:
+    with progress_bar("propagate", ctx.store.show_progress) as progress:
         bar = progress.add_task(videos.name, total=len(videos.videos))
         for v, name in enumerate(videos.videos):
             frames, gt = videos.frames(v), videos.masks(v)

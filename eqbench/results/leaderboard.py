@@ -19,8 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from eqbench.protocols.base import metric_unit
+from eqbench.protocols.base import metric_higher_is_better, metric_unit
 from eqbench.results.records import load_results
+from eqbench.tasks import all_tasks
 
 #: Appended to the column of a task whose primary metric is lower-is-better.
 LOWER_IS_BETTER_MARK = " ↓"
@@ -39,11 +40,31 @@ def _column(row: dict[str, Any], default_datasets: dict[str, str]) -> str:
     return label
 
 
+def record_protocol(record: dict[str, Any]) -> str:
+    """The protocol that wrote ``record``; for a record that does not name it, the protocol of its
+    task's file (empty when the task is gone too)."""
+    if record.get("protocol"):
+        return str(record["protocol"])
+    spec = all_tasks().get(record["task"])
+    return spec.protocol if spec is not None else ""
+
+
+def record_higher_is_better(record: dict[str, Any]) -> bool:
+    """Whether ``record``'s primary metric is higher-is-better: as the record states it, else as
+    its protocol declares it, else higher."""
+    if "higher_is_better" in record:
+        return bool(record["higher_is_better"])
+    declared = metric_higher_is_better(record_protocol(record), record["primary_metric"])
+    return True if declared is None else declared
+
+
 def results_frame(results_dir: Path) -> pd.DataFrame:
-    """One row per result file with the fields the leaderboard needs."""
+    """One row per result file with the fields the leaderboard needs; units and directions are
+    the protocols' declarations (:data:`eqbench.protocols.base.UNITS`), never read off names."""
     rows = []
     for r in load_results(results_dir):
         primary = r["metrics"][r["primary_metric"]]
+        protocol = record_protocol(r)
         rows.append(
             {
                 "model": r["model_id"],
@@ -55,8 +76,8 @@ def results_frame(results_dir: Path) -> pd.DataFrame:
                 "feature": str(r.get("config", {}).get("feature", "")),
                 "seed": r["seed"],
                 "metric": r["primary_metric"],
-                "unit": metric_unit(r.get("protocol", ""), r["primary_metric"]),
-                "higher_is_better": r.get("higher_is_better", True),
+                "unit": metric_unit(protocol, r["primary_metric"]),
+                "higher_is_better": record_higher_is_better(r),
                 "mean": primary["mean"],
                 "std": primary["std"],
                 "created_at": r.get("created_at", ""),

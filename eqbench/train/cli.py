@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from eqbench.config import parse_overrides
 from eqbench.errors import EqbenchError
+from eqbench.overrides import parse_overrides
 
 if TYPE_CHECKING:
     from eqbench.train.launch import SlurmOptions

@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from eqbench.backbones.options import check_backbone_options
-from eqbench.config import apply_overrides, from_dict, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import ConfigError
+from eqbench.overrides import apply_overrides
 from eqbench.registry import did_you_mean
 from eqbench.resources import shipped_dir
 from eqbench.yamlfiles import read_with_includes
@@ -229,7 +230,7 @@ def load_pretrain_config(
 
     Args:
         name_or_path: a shipped config name (``vicreg_photos_cpu``) or a YAML path.
-        overrides: ``--set`` values (see :func:`eqbench.config.parse_overrides`).
+        overrides: ``--set`` values (see :func:`eqbench.overrides.parse_overrides`).
 
     Raises:
         ConfigError: unknown name, bad YAML, unknown keys (did-you-mean) or bad values.

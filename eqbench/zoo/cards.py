@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from eqbench.atomic import write_text
-from eqbench.config import from_dict, to_dict
+from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import CheckpointError, ConfigError
 from eqbench.registry import did_you_mean
 from eqbench.resources import shipped_dir
