@@ -21,8 +21,8 @@ from transfer_fixtures import make_inat
 from eqbench.backbones.timm_encoder import create_encoder
 from eqbench.checkpoints import LoadedModel
 from eqbench.cli import main
-from eqbench.config import from_dict
 from eqbench.data.base import DatasetSpec, ImageDataset
+from eqbench.dataclass_dicts import from_dict
 from eqbench.eval import finetune as ft
 from eqbench.features.store import FeatureStore
 from eqbench.protocols import PROTOCOLS, EvalContext
