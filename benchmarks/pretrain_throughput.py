@@ -12,7 +12,7 @@ autocast and ``torch.compile``; peak memory and model FLOPs utilisation are prin
 
 Usage: python benchmarks/pretrain_throughput.py [--pairs vicreg:tir+vicreg,dinov2:tir+dinov2]
        [--steps 30] [--backbone vit_tiny_patch16] [--img-size 64] [--batch-size 64] [--device auto]
-       [--compile] [--no-amp] [--peak-tflops 989] [--bare-only]
+       [--compile] [--no-amp] [--peak-tflops 989] [--bare-only] [--flops]
 
 The paper's Table 3 point: --backbone vit_small_patch16 --img-size 224 --batch-size 32.
 """
@@ -98,7 +98,7 @@ def bare_rate(method: str, args: argparse.Namespace) -> tuple[float, float, floa
             model.update_teacher(0.996)
 
     flops = 0.0
-    if device.type == "cuda":
+    if device.type == "cuda" or args.flops:
         from torch.utils.flop_counter import FlopCounterMode
 
         counter = FlopCounterMode(display=False)
@@ -133,6 +133,12 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the bare loop")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU bf16 dense peak")
     parser.add_argument(
+        "--flops",
+        action="store_true",
+        help="also count each step's FLOPs on the CPU (one extra step; a hardware-independent "
+        "TIR overhead)",
+    )
+    parser.add_argument(
         "--bare-only",
         action="store_true",
         help="time the bare loop only (TIR's overhead; skips the engine's, halves the time)",
@@ -149,19 +155,26 @@ def main() -> None:
     print(f"{'method':<12} {'engine img/s':>13} {'bare img/s':>11} {'overhead':>9}", end="")
     print(f" {'peak GiB':>9} {'TFLOP/step':>11} {'MFU':>6}" if device.type == "cuda" else "")
     rates: dict[str, float] = {}
+    step_flops: dict[str, float] = {}
     for pair in args.pairs.split(","):
         for method in pair.split(":"):
             engine = float("nan") if args.bare_only else engine_rate(method, args)
             bare, peak, flops = bare_rate(method, args)
             rates[method] = bare
+            step_flops[method] = flops
             line = f"{method:<12} {engine:>13.1f} {bare:>11.1f} {1 - engine / bare:>9.1%}"
             if device.type == "cuda":
                 mfu = flops * bare / args.batch_size / args.peak_tflops
                 line += f" {peak:>9.2f} {flops:>11.3f} {mfu:>6.1%}"
+            elif args.flops:
+                line += f" {flops:>11.3f} TFLOP/step"
             print(line, flush=True)
     for pair in args.pairs.split(","):
         base, tir = pair.split(":")
         print(f"TIR time overhead {tir} over {base}: {rates[base] / rates[tir] - 1:.1%} per step")
+        if step_flops[base] > 0:
+            extra = step_flops[tir] / step_flops[base] - 1
+            print(f"TIR FLOP overhead {tir} over {base}: {extra:.1%} per step")
 
 
 if __name__ == "__main__":

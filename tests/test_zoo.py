@@ -272,3 +272,27 @@ def test_cli_submit_runs_the_suite_and_zoo_commands(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-10])
     bad = runner.invoke(main, ["zoo", "verify"])
     assert bad.exit_code == 1 and "FAILED" in bad.output
+
+
+def test_an_installed_eqbench_refuses_to_write_cards_into_site_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --zoo or $EQBENCH_ZOO_DIR an installed wheel's zoo is the packaged copy: submit
+    refuses before loading anything, and writes nothing there."""
+    import eqbench.resources
+    import eqbench.zoo.cards
+
+    packaged = tmp_path / "site-packages" / "eqbench" / "_shipped" / "model_zoo"
+    packaged.mkdir(parents=True)
+    monkeypatch.delenv("EQBENCH_ZOO_DIR", raising=False)
+    monkeypatch.setattr(eqbench.resources, "packaged_dir", lambda name: packaged.parent / name)
+    monkeypatch.setattr(eqbench.zoo.cards, "packaged_dir", lambda name: packaged.parent / name)
+    path = tmp_path / "w.pth"
+    torch.save(sd(oracle(VIT)), path)
+    with pytest.raises(ConfigError, match="EQBENCH_ZOO_DIR=DIR"):
+        submit(path, card_id="x", arch=VIT)
+    assert not any(packaged.iterdir())
+    own = tmp_path / "mine"
+    own.mkdir()
+    submit(path, card_id="x", arch=VIT, zoo=own)  # an explicit folder is fine
+    assert (own / "x.yaml").is_file() and not any(packaged.iterdir())

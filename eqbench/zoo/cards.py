@@ -30,7 +30,7 @@ from eqbench.atomic import write_text
 from eqbench.dataclass_dicts import from_dict, to_dict
 from eqbench.errors import CheckpointError, ConfigError
 from eqbench.registry import did_you_mean
-from eqbench.resources import shipped_dir
+from eqbench.resources import packaged_dir, shipped_dir
 from eqbench.yamlfiles import read_yaml
 
 CARD_VERSION = 1
@@ -62,6 +62,26 @@ def zoo_dir() -> Path:
     the installed copy or the checkout's)."""
     env = os.environ.get("EQBENCH_ZOO_DIR")
     return Path(env) if env else shipped_dir("model_zoo")
+
+
+def writable_zoo_dir(zoo: Path | None = None) -> Path:
+    """The folder a new card goes to: ``zoo``, else :func:`zoo_dir` unless that is the copy
+    inside an installed wheel (``site-packages/eqbench/_shipped/model_zoo``), which a
+    reinstall would silently wipe.
+
+    Raises:
+        ConfigError: no ``zoo`` given and no ``$EQBENCH_ZOO_DIR`` in an installed eqbench.
+    """
+    if zoo is not None:
+        return zoo
+    folder = zoo_dir()
+    if not os.environ.get("EQBENCH_ZOO_DIR") and folder == packaged_dir("model_zoo"):
+        raise ConfigError(
+            "eqbench is installed as a package, so its model_zoo/ is inside site-packages and a "
+            "card written there is lost on the next install. Set EQBENCH_ZOO_DIR=DIR to keep your "
+            "cards in a folder of your own (every command reads zoo:ID cards from there)."
+        )
+    return folder
 
 
 def card_ids(folder: Path | None = None) -> list[str]:

@@ -13,7 +13,15 @@ import eqbench
 from eqbench.checkpoints.spec import sha256_file
 from eqbench.errors import CheckpointError, ConfigError
 from eqbench.provenance import git_commit
-from eqbench.zoo.cards import ZooCard, card_ids, read_card, weights_path, write_card, zoo_dir
+from eqbench.zoo.cards import (
+    ZooCard,
+    card_ids,
+    read_card,
+    weights_path,
+    writable_zoo_dir,
+    write_card,
+    zoo_dir,
+)
 from eqbench.zoo.load import load_foreign
 
 log = logging.getLogger(__name__)
@@ -80,6 +88,7 @@ def submit(
         )
     if (mean is None) != (std is None):
         raise ConfigError("Pass both --mean and --std (three values each), or neither.")
+    zoo = writable_zoo_dir(zoo)
     planned = None
     if suite is not None:  # validate the suite before any work
         from eqbench.evaluate import EvalConfig, plan
