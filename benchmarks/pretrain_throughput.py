@@ -105,6 +105,7 @@ def bare_rate(method: str, args: argparse.Namespace) -> tuple[float, float, floa
         with counter:
             step()
         flops = counter.get_total_flops() / 1e12
+    if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(args.warmup):
         step()
