@@ -73,13 +73,15 @@ if os.environ.get("RUNNER_LOG_DIR"):
     Runner.train = _logging_train
 """
 
-#: Measured (2 CPU cores, OMP_NUM_THREADS=1): mIoU equal, mAcc and aAcc 0.002 apart (fractions),
-#: while another --seed moves them by 0.05-0.15. Not bit-identical: each process draws its own
-#: crops, flips, colour jitter and dropout from the same seed for its half of every batch, and
-#: its BatchNorm layers normalise over that half (averaged running statistics, no SyncBN on the
-#: CPU); the images of each step, the total batch and the test predictions' gathering are the
-#: one-process run's.
-METRIC_TOLERANCE = 0.02
+#: Not bit-identical: each process draws its own crops, flips, colour jitter and dropout from the
+#: same seed for its half of every batch, and its BatchNorm layers normalise over that half
+#: (averaged running statistics, no SyncBN on the CPU); the images of each step, the total batch
+#: and the test predictions' gathering are the one-process run's. Measured (2 CPU cores,
+#: OMP_NUM_THREADS=1): mAcc and aAcc 0.002 apart with the old BatchNorm pyramid, 0.049 and 0.053
+#: (mIoU 0.009) with ViTDet's LayerNorm pyramid, while another --seed moves them by 0.05-0.15. So
+#: this bound catches gross errors only (a rank on the wrong share, half the test set lost);
+#: the exact world-size checks are the frozen-feature tasks' and segmentation/linear's.
+METRIC_TOLERANCE = 0.08
 
 
 def _run(
