@@ -261,7 +261,7 @@ def test_rejects_non_finite_features() -> None:
 
 
 def test_capped_k_is_recorded_in_the_result(tmp_path: Path) -> None:
-    from eqbench.evaluate import EvalConfig, evaluate
+    from eqbench.protocols.run import EvalConfig, evaluate
 
     def run(ks: list[int]) -> dict[str, Any]:
         [(record, _)] = evaluate(

@@ -37,13 +37,13 @@ from eqbench.data.export import ExportConfig, export_shapes  # noqa: E402
 from eqbench.data.shapes import CLASSES  # noqa: E402
 from eqbench.eval.detection import build_maskrcnn  # noqa: E402
 from eqbench.eval.segmentation import confusion_matrix, segmentation_scores  # noqa: E402
-from eqbench.evaluate import EvalConfig, evaluate  # noqa: E402
 from eqbench.models import load_model  # noqa: E402
 from eqbench.openmmlab.backbone import EqbenchBackbone, register_backbone  # noqa: E402
 from eqbench.openmmlab.data import segmentation_data  # noqa: E402
 from eqbench.openmmlab.runner import mmengine_safe_globals, register_hooks  # noqa: E402
 from eqbench.openmmlab.segmentation import segmentation_config  # noqa: E402
 from eqbench.protocols.openmmlab import SegmentationFinetuneConfig  # noqa: E402
+from eqbench.protocols.run import EvalConfig, evaluate  # noqa: E402
 
 SPEC = "baseline:random:micro_vit"
 
