@@ -23,9 +23,9 @@ from eqbench.checkpoints import LoadedModel
 from eqbench.cli import main
 from eqbench.data.base import DatasetSpec, ImageDataset
 from eqbench.dataclass_dicts import from_dict
-from eqbench.eval import finetune as ft
 from eqbench.features.store import FeatureStore
 from eqbench.protocols import PROTOCOLS, EvalContext
+from eqbench.protocols.classification import finetune as ft
 from eqbench.protocols.finetune import majority_top1
 from eqbench.tasks import all_tasks
 

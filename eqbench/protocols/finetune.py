@@ -1,8 +1,9 @@
 """End-to-end finetuning for classification (GTSA's iNaturalist-2019 evaluation).
 
-The MAE / BEiT recipe of :mod:`eqbench.eval.finetune` on a copy of the checkpoint's backbone
-(the loaded model is shared with the other tasks of a run and with the feature cache, so it is
-never trained in place). Reports top-1 and top-5 on the test split after the last epoch, and
+The MAE / BEiT recipe of :mod:`eqbench.protocols.classification.finetune` on a copy of the
+checkpoint's backbone (the loaded model is shared with the other tasks of a run and with the feature
+cache, so it is never trained in place). Reports top-1 and top-5 on the test split after the last
+epoch, and
 beside them the trivial reference every classifier must beat: always predicting the most
 frequent training class (``top1_majority``).
 """
@@ -17,9 +18,9 @@ import numpy as np
 
 from eqbench.data.base import DatasetSpec, load_dataset
 from eqbench.errors import ConfigError
-from eqbench.eval.finetune import FinetuneConfig, finetune
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 from eqbench.protocols.classification import check_labelled_dataset
+from eqbench.protocols.classification.finetune import FinetuneConfig, finetune
 
 log = logging.getLogger(__name__)
 

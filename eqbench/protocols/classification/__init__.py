@@ -4,7 +4,7 @@ kNN: Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" 
 ``eval_knn.py``. Linear: the cheap variant on cached features (L-BFGS logistic regression with the
 L2 strength swept on a validation split carved from the training data; Ericsson et al. 2021 and
 dinov2's ``log_regression.py``). Linear SGD: dinov2's ``eval/linear.py`` grid of linear heads
-(:mod:`eqbench.eval.linear_sgd`). Nothing is ever selected on the test split.
+(:mod:`eqbench.protocols.classification.linear_sgd`). Nothing is ever selected on the test split.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ import numpy as np
 from eqbench.backbones.base import FEATURE_KINDS
 from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
 from eqbench.errors import ConfigError, DatasetError
-from eqbench.eval.knn import effective_ks, knn_classify
-from eqbench.eval.linear import logistic_regression_probe
-from eqbench.eval.linear_sgd import (
+from eqbench.features.store import FeatureRequest, check_finite, select_feature
+from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
+from eqbench.protocols.classification.knn import effective_ks, knn_classify
+from eqbench.protocols.classification.linear import logistic_regression_probe
+from eqbench.protocols.classification.linear_sgd import (
     DINOV2_LEARNING_RATES,
     DINOV2_N_LAST_BLOCKS,
     head_grid,
     linear_sgd_probe,
 )
-from eqbench.features.store import FeatureRequest, check_finite, select_feature
-from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 from eqbench.protocols.views import view_batches, view_key
 
 logger = logging.getLogger(__name__)
@@ -201,9 +201,9 @@ def labelled_splits(
 class Knn(Protocol):
     """DINO's temperature-weighted kNN vote on L2-normalised frozen features.
 
-    Runs on the evaluation device (``--device``), in bounded memory (:mod:`eqbench.eval.knn`).
-    A ``k`` above the number of training samples is capped, and the change is recorded in the
-    result's ``adjustments``.
+    Runs on the evaluation device (``--device``), in bounded memory
+    (:mod:`eqbench.protocols.classification.knn`). A ``k`` above the number of training samples is
+    capped, and the change is recorded in the result's ``adjustments``.
     """
 
     Config = KnnConfig
@@ -289,7 +289,8 @@ class Linear(Protocol):
 class LinearSgd(Protocol):
     """dinov2's linear protocol: a grid of linear heads (learning rate × last 1 or 4 blocks ×
     CLS or CLS + mean patch token) trained together with SGD on frozen features, the best on a
-    validation split carved from train scored on test (:mod:`eqbench.eval.linear_sgd`).
+    validation split carved from train scored on test
+    (:mod:`eqbench.protocols.classification.linear_sgd`).
 
     A backbone with fewer blocks than an ``n_last_blocks`` entry (CNNs and raw pixels have one)
     reads all it has; the change is recorded in the result's ``adjustments``. The selected
