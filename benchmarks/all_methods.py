@@ -20,9 +20,9 @@ from pathlib import Path
 from baselines_science import checkpoint
 
 from eqbench.allocator import keep_freed_memory
-from eqbench.evaluate import EvalConfig, evaluate
 from eqbench.features.store import default_cache_dir
 from eqbench.methods import METHODS
+from eqbench.protocols.run import EvalConfig, evaluate
 from eqbench.results.records import load_results
 
 TASKS = "synthetic,classification/knn"

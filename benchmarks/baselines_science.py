@@ -23,8 +23,8 @@ from pathlib import Path
 
 from eqbench.allocator import keep_freed_memory
 from eqbench.demo import DEMO_MODELS
-from eqbench.evaluate import EvalConfig, evaluate
 from eqbench.features.store import default_cache_dir
+from eqbench.protocols.run import EvalConfig, evaluate
 from eqbench.results.records import load_results
 from eqbench.train import load_pretrain_config, pretrain
 

@@ -60,8 +60,8 @@ def _fmt(values: list[float]) -> str:
 
 
 def group_wall_time(checkpoint: str, sets: list[str]) -> tuple[float, float]:
-    from eqbench.evaluate import EvalConfig, evaluate
     from eqbench.overrides import parse_overrides
+    from eqbench.protocols.run import EvalConfig, evaluate
 
     with tempfile.TemporaryDirectory() as tmp:
         times = []

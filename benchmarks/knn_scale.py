@@ -2,7 +2,8 @@
 
 Builds ``--n-train`` × ``--dim`` train features (default 1 281 167 × 384, ImageNet-1k's train set
 and a ViT-S/16 feature) in ``--classes`` clusters, and ``--n-test`` queries (default 50 000, the
-val set), then times :func:`eqbench.eval.knn.knn_classify` with DINO's ``k`` = 10/20/100/200.
+val set), then times :func:`eqbench.protocols.classification.knn.knn_classify` with DINO's ``k`` =
+10/20/100/200.
 
 Prints the wall time and the memory the computation took besides the features:
 
@@ -25,7 +26,7 @@ import time
 
 import torch
 
-from eqbench.eval.knn import DEFAULT_KS, MAX_BLOCK_ELEMENTS, knn_classify
+from eqbench.protocols.classification.knn import DEFAULT_KS, MAX_BLOCK_ELEMENTS, knn_classify
 
 IMAGENET_TRAIN = 1_281_167
 IMAGENET_VAL = 50_000

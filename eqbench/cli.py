@@ -20,7 +20,7 @@ from eqbench.errors import EqbenchError
 from eqbench.train.cli import submit_options
 
 if TYPE_CHECKING:
-    from eqbench.evaluate import EvalConfig
+    from eqbench.protocols.run import EvalConfig
     from eqbench.train.launch import SlurmOptions
 
 console = Console()
@@ -203,9 +203,9 @@ def eval_command(
       eqbench eval -t core -c runs/tir/checkpoint.pt --submit slurm --nodes 2 \\
           --gpus-per-node 8 --partition gpu
     """
-    from eqbench.evaluate import EvalConfig, evaluate
     from eqbench.features.store import default_cache_dir
     from eqbench.overrides import parse_overrides
+    from eqbench.protocols.run import EvalConfig, evaluate
     from eqbench.train.distributed import launched_rank
 
     main_process = launched_rank() == 0
@@ -250,7 +250,7 @@ def eval_command(
 
 def submit_eval(cfg: EvalConfig, options: SlurmOptions) -> None:
     """``eqbench eval --submit``: submit the evaluation; with the local cluster, wait for it."""
-    from eqbench.eval_launch import slurm_folder, submit_evaluate
+    from eqbench.protocols.launch import slurm_folder, submit_evaluate
 
     job = submit_evaluate(cfg, options)
     console.print(f"Submitted job {job.job_id}; logs in {slurm_folder(cfg, options)}.")

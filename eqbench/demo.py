@@ -162,7 +162,7 @@ def eval_overrides(cfg: DemoConfig) -> dict[str, Any]:
 
 def evaluate_model(cfg: DemoConfig, checkpoint: Path) -> None:
     """Evaluate one checkpoint on the demo tasks into :func:`results_dir`."""
-    from eqbench.evaluate import EvalConfig, evaluate
+    from eqbench.protocols.run import EvalConfig, evaluate
 
     evaluate(
         EvalConfig(
@@ -185,7 +185,7 @@ def run_demo(cfg: DemoConfig, announce: Callable[[str], None] = log.info) -> Pat
         cfg: the demo's options.
         announce: called with a one-line message before each stage (the CLI prints them).
     """
-    from eqbench.evaluate import EvalConfig, plan
+    from eqbench.protocols.run import EvalConfig, plan
 
     # validate the evaluation options before spending minutes on pretraining
     plan(

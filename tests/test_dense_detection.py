@@ -21,7 +21,7 @@ from eqbench.backbones import create_encoder
 from eqbench.cli import main
 from eqbench.data import load_dataset
 from eqbench.data.shapes import CLASSES, ShapeScenes
-from eqbench.eval.detection import (
+from eqbench.protocols.detection.maskrcnn import (
     PyramidBackbone,
     build_maskrcnn,
     coco_ap,

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from eqbench.cli import main
 from eqbench.data import IGNORE_INDEX, load_dataset
-from eqbench.eval.homography import (
+from eqbench.protocols.homography.head import (
     PairParams,
     apply_homography,
     homography_dlt,
@@ -24,7 +24,7 @@ from eqbench.eval.homography import (
     patch_corners,
     sample_pairs,
 )
-from eqbench.eval.segmentation import (
+from eqbench.protocols.segmentation.head import (
     HeadTraining,
     confusion_matrix,
     evaluate_head,

@@ -22,8 +22,12 @@ from eqbench.data.base import DatasetSpec
 from eqbench.data.depth import DepthDataset
 from eqbench.data.scenes import IMAGE_SIZE, camera_rays
 from eqbench.errors import ConfigError
-from eqbench.eval.depth import DepthTraining, LinearDepthHead, learning_rate
-from eqbench.eval.depth_metrics import (
+from eqbench.features.store import FeatureStore
+from eqbench.models import load_model
+from eqbench.protocols import PROTOCOLS, EvalContext
+from eqbench.protocols.depth import DepthLinearConfig
+from eqbench.protocols.depth.head import DepthTraining, LinearDepthHead, learning_rate
+from eqbench.protocols.depth.metrics import (
     DepthScores,
     crop_mask,
     depth_errors,
@@ -31,10 +35,6 @@ from eqbench.eval.depth_metrics import (
     gradient_loss,
     sig_loss,
 )
-from eqbench.features.store import FeatureStore
-from eqbench.models import load_model
-from eqbench.protocols import PROTOCOLS, EvalContext
-from eqbench.protocols.depth import DepthLinearConfig
 from eqbench.tables.papers import build, mapping_lines, table_spec
 
 # --- errors, masks, losses --------------------------------------------------------------------

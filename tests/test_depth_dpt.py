@@ -16,12 +16,12 @@ from eqbench.checkpoints import LoadedModel
 from eqbench.cli import main
 from eqbench.data.base import DatasetSpec
 from eqbench.errors import ConfigError
-from eqbench.eval.depth import DepthTraining, train_depth_head
-from eqbench.eval.depth_dpt import DPTDepthHead
 from eqbench.features.store import FeatureStore
 from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.protocols.depth import DepthDPTConfig, token_maps
+from eqbench.protocols.depth.dpt import DPTDepthHead
+from eqbench.protocols.depth.head import DepthTraining, train_depth_head
 from eqbench.tables.papers import mapping_lines, table_spec
 
 

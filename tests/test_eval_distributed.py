@@ -19,11 +19,11 @@ from safetensors.torch import load_file
 
 from eqbench.cli import main
 from eqbench.data.base import DatasetSpec
-from eqbench.evaluate import EvalConfig, plan, resolve_feature
 from eqbench.features.sharding import prefetch, shard_spans
 from eqbench.features.store import FeatureStore, batch_spans
 from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
+from eqbench.protocols.run import EvalConfig, plan, resolve_feature
 from eqbench.tasks import resolve_tasks
 from eqbench.train.distributed import DistContext
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from test_pretrain_methods import build
 
 from eqbench.cli import main
-from eqbench.evaluate import EvalConfig, evaluate
 from eqbench.methods import METHODS
+from eqbench.protocols.run import EvalConfig, evaluate
 from eqbench.results.records import load_results
 from eqbench.tasks import resolve_tasks
 from eqbench.train.state import save_training_checkpoint

@@ -23,10 +23,10 @@ from eqbench.checkpoints import LoadedModel
 from eqbench.cli import main
 from eqbench.data.base import DatasetSpec, ImageDataset
 from eqbench.dataclass_dicts import from_dict
-from eqbench.eval import finetune as ft
 from eqbench.features.store import FeatureStore
 from eqbench.protocols import PROTOCOLS, EvalContext
-from eqbench.protocols.finetune import majority_top1
+from eqbench.protocols.classification import finetune as ft
+from eqbench.protocols.classification import majority_top1
 from eqbench.tasks import all_tasks
 
 # --- layer-wise lr decay against MAE -----------------------------------------------------------
@@ -352,12 +352,10 @@ def test_cli_eval_writes_a_result_the_leaderboard_shows(tmp_path: Path) -> None:
 def test_bad_options_fail_before_compute_and_write_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str, message: str
 ) -> None:
-    import eqbench.protocols.finetune as protocol
-
     def never(*_: Any, **__: Any) -> Any:
         raise AssertionError("finetuning started despite a bad option")
 
-    monkeypatch.setattr(protocol, "finetune", never)
+    monkeypatch.setattr(ft, "finetune", never)
     out_dir = tmp_path / "results"
     code, out = run_cli(
         "eval", "--task", "classification/finetune",

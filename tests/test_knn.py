@@ -1,4 +1,5 @@
-"""DINO-style weighted kNN (eqbench.eval.knn) against an independent numpy oracle."""
+"""DINO-style weighted kNN (eqbench.protocols.classification.knn) against an independent numpy
+oracle."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from numpy.typing import NDArray
 
-from eqbench.eval.knn import effective_ks, knn_classify, nearest_neighbours
+from eqbench.protocols.classification.knn import effective_ks, knn_classify, nearest_neighbours
 
 Data = tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]
 
@@ -217,7 +218,7 @@ def test_sharded_knn_equals_one_block_knn_with_ties(random_data: Data) -> None:
 
 
 def test_memory_per_block_is_bounded_by_the_shard_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    import eqbench.eval.knn as knn
+    import eqbench.protocols.classification.knn as knn
 
     widths = []
     real = knn.select_top
@@ -261,7 +262,7 @@ def test_rejects_non_finite_features() -> None:
 
 
 def test_capped_k_is_recorded_in_the_result(tmp_path: Path) -> None:
-    from eqbench.evaluate import EvalConfig, evaluate
+    from eqbench.protocols.run import EvalConfig, evaluate
 
     def run(ks: list[int]) -> dict[str, Any]:
         [(record, _)] = evaluate(

@@ -19,9 +19,9 @@ from eqbench.backbones.pixels import PixelEncoder
 from eqbench.checkpoints import LoadedModel
 from eqbench.data.base import DatasetSpec
 from eqbench.dataclass_dicts import from_dict
-from eqbench.evaluate import resolve_feature
 from eqbench.features.store import FeatureStore
 from eqbench.protocols import PROTOCOLS, EvalContext
+from eqbench.protocols.run import resolve_feature
 from eqbench.tasks import all_tasks
 
 SMALL = {"n_train": 4000, "n_test": 1000, "image_size": 32, "probe_seeds": 1}

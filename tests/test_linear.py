@@ -1,4 +1,4 @@
-"""Logistic-regression linear probe (eqbench.eval.linear)."""
+"""Logistic-regression linear probe (eqbench.protocols.classification.linear)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from eqbench.eval.linear import (
+from eqbench.protocols.classification.linear import (
     DEFAULT_C_GRID,
     fit_logistic_probe,
     logistic_regression_probe,

@@ -1,4 +1,5 @@
-"""dinov2's linear protocol (eqbench.eval.linear_sgd, task classification/linear_sgd)."""
+"""dinov2's linear protocol (eqbench.protocols.classification.linear_sgd, task
+classification/linear_sgd)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from torch import Tensor, nn
 
 from eqbench.cli import main
-from eqbench.eval.linear_sgd import (
+from eqbench.protocols.classification.linear_sgd import (
     DINOV2_LEARNING_RATES,
     HeadSpec,
     head_grid,

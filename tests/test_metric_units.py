@@ -9,9 +9,9 @@ import pytest
 from test_results import record
 
 from eqbench.errors import ConfigError
-from eqbench.evaluate import EvalConfig, plan
 from eqbench.protocols import PROTOCOLS
 from eqbench.protocols.base import UNITS, metric_higher_is_better, metric_unit
+from eqbench.protocols.run import EvalConfig, plan
 from eqbench.results.leaderboard import column_units, to_markdown
 from eqbench.results.records import write_result
 from eqbench.tasks import all_tasks

@@ -35,15 +35,15 @@ from eqbench.backbones.pyramid import SimpleFeaturePyramid  # noqa: E402
 from eqbench.data.base import DatasetSpec  # noqa: E402
 from eqbench.data.export import ExportConfig, export_shapes  # noqa: E402
 from eqbench.data.shapes import CLASSES  # noqa: E402
-from eqbench.eval.detection import build_maskrcnn  # noqa: E402
-from eqbench.eval.segmentation import confusion_matrix, segmentation_scores  # noqa: E402
-from eqbench.evaluate import EvalConfig, evaluate  # noqa: E402
 from eqbench.models import load_model  # noqa: E402
 from eqbench.openmmlab.backbone import EqbenchBackbone, register_backbone  # noqa: E402
 from eqbench.openmmlab.data import segmentation_data  # noqa: E402
 from eqbench.openmmlab.runner import mmengine_safe_globals, register_hooks  # noqa: E402
 from eqbench.openmmlab.segmentation import segmentation_config  # noqa: E402
+from eqbench.protocols.detection.maskrcnn import build_maskrcnn  # noqa: E402
 from eqbench.protocols.openmmlab import SegmentationFinetuneConfig  # noqa: E402
+from eqbench.protocols.run import EvalConfig, evaluate  # noqa: E402
+from eqbench.protocols.segmentation.head import confusion_matrix, segmentation_scores  # noqa: E402
 
 SPEC = "baseline:random:micro_vit"
 
@@ -223,7 +223,7 @@ def test_torchvision_and_mmdet_engines_score_the_same_predictions_identically(
     ``coco_ap``) and through mmdet's CocoMetric give the same box and mask AP."""
     from mmdet.evaluation import CocoMetric
 
-    from eqbench.eval.detection import coco_ap, coco_results
+    from eqbench.protocols.detection.maskrcnn import coco_ap, coco_results
 
     root = export_shapes(
         ExportConfig(out=tmp_path / "coco", format="coco", n_train=1, n_val=6, size=64)

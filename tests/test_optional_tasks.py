@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from eqbench.cli import main
 from eqbench.errors import MissingDependencyError
-from eqbench.evaluate import EvalConfig, evaluate, plan
 from eqbench.openmmlab import missing_openmmlab, require_openmmlab
 from eqbench.protocols.openmmlab import DetectionMmdet, SegmentationFinetune
+from eqbench.protocols.run import EvalConfig, evaluate, plan
 
 OPENMMLAB_TASKS = "segmentation/upernet,segmentation/semfpn,detection/maskrcnn_mmdet"
 

@@ -22,11 +22,11 @@ from eqbench.data import load_dataset
 from eqbench.data.base import DatasetSpec
 from eqbench.data.figures import CANVAS
 from eqbench.data.pose import NUM_JOINTS, PoseDataset, PoseSample, crop_person, head_size
-from eqbench.eval.pose import PoseHead, PoseTraining, keypoint_mse_loss, learning_rate
-from eqbench.eval.pose_metrics import PCKhScores, decode_heatmaps, encode_heatmaps
 from eqbench.features.store import FeatureStore
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.protocols.pose import PoseConfig
+from eqbench.protocols.pose.head import PoseHead, PoseTraining, keypoint_mse_loss, learning_rate
+from eqbench.protocols.pose.metrics import PCKhScores, decode_heatmaps, encode_heatmaps
 from eqbench.tables.papers import build, mapping_lines, table_spec
 
 # --- PCKh ---------------------------------------------------------------------------------------

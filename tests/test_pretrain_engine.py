@@ -335,7 +335,7 @@ def test_checkpoint_loads_as_a_model(tmp_path: Path) -> None:
 def test_feature_auto_reads_the_feature_the_method_trained(
     tmp_path: Path, method: str, options: dict[str, Any], expected: str
 ) -> None:
-    from eqbench.evaluate import EvalConfig, evaluate
+    from eqbench.protocols.run import EvalConfig, evaluate
 
     path = pretrain(tiny(method=method, steps=2, method_options=options), tmp_path / "run")
     assert load_model(str(path), img_size=32).info["trained_feature"] == expected

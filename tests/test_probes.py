@@ -1,4 +1,5 @@
-"""Transformation-prediction probes (eqbench.eval.probes) and the invariance score."""
+"""Transformation-prediction probes (eqbench.protocols.transform_prediction.probes) and the
+invariance score."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 from numpy.typing import NDArray
 from sklearn.metrics import r2_score
 
-from eqbench.eval.invariance import derangement, invariance_score
-from eqbench.eval.probes import (
+from eqbench.protocols.invariance.score import derangement, invariance_score
+from eqbench.protocols.transform_prediction.probes import (
     ProbeConfig,
     ProbeKind,
     fit_classification,

@@ -388,12 +388,12 @@ def test_error_text_is_printed_literally() -> None:
 def test_full_disk_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from eqbench import evaluate
+    from eqbench.protocols import run as runner
 
     def full(*_: Any, **__: Any) -> Path:
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r" / "x.json"))
 
-    monkeypatch.setattr(evaluate, "write_result", full)
+    monkeypatch.setattr(runner, "write_result", full)
     code, out = run(
         "eval",
         "-t",
@@ -694,9 +694,9 @@ def test_every_set_value_fails_only_with_one_line_errors() -> None:
     import dataclasses
 
     from eqbench.errors import EqbenchError
-    from eqbench.evaluate import EvalConfig, plan
     from eqbench.overrides import parse_overrides
     from eqbench.protocols import PROTOCOLS
+    from eqbench.protocols.run import EvalConfig, plan
     from eqbench.tasks import all_tasks
 
     for name, spec in all_tasks().items():

@@ -16,7 +16,7 @@ from test_eval_distributed import COUNTING_HOOK, _encoded, _metrics
 from eqbench.cli import main
 from eqbench.data.base import load_dataset
 from eqbench.errors import ConfigError
-from eqbench.eval.segmentation import (
+from eqbench.protocols.segmentation.head import (
     HeadTraining,
     Resume,
     evaluate_head,

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from eqbench.cli import main
 from eqbench.errors import ConfigError
-from eqbench.evaluate import EvalConfig, plan
+from eqbench.protocols.run import EvalConfig, plan
 from eqbench.train import load_pretrain_config
 
 

@@ -22,21 +22,6 @@ from eqbench.data import load_dataset
 from eqbench.data.base import DatasetSpec
 from eqbench.data.clips import FRAME_SIZE, FRAMES
 from eqbench.data.video import VideoDataset
-from eqbench.eval.davis_metrics import (
-    DavisScores,
-    boundary_f_measure,
-    boundary_map,
-    boundary_tolerance,
-    region_similarity,
-)
-from eqbench.eval.propagation import (
-    PropagationConfig,
-    labels_to_mask,
-    neighbourhood,
-    one_hot_labels,
-    propagate,
-    propagate_step,
-)
 from eqbench.features.store import FeatureStore
 from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
@@ -45,6 +30,21 @@ from eqbench.protocols.video import (
     encode_frames,
     encoded_size,
     predict_video,
+)
+from eqbench.protocols.video.davis_metrics import (
+    DavisScores,
+    boundary_f_measure,
+    boundary_map,
+    boundary_tolerance,
+    region_similarity,
+)
+from eqbench.protocols.video.propagation import (
+    PropagationConfig,
+    labels_to_mask,
+    neighbourhood,
+    one_hot_labels,
+    propagate,
+    propagate_step,
 )
 from eqbench.tables.papers import build, mapping_lines, table_spec
 

@@ -22,10 +22,10 @@ from eqbench.data.base import DatasetSpec
 from eqbench.data.video import VideoDataset
 from eqbench.data.vip import PART_CLASSES
 from eqbench.errors import DatasetError
-from eqbench.eval.parsing_metrics import PartIoU, confusion
 from eqbench.features.store import FeatureStore
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.protocols.video import VideoPropagationConfig, predict_video
+from eqbench.protocols.video.parsing_metrics import PartIoU, confusion
 from eqbench.tables.papers import build, mapping_lines, table_spec
 
 # --- the metric ---------------------------------------------------------------------------------

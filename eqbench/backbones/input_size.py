@@ -4,7 +4,7 @@ A timm ``PatchEmbed`` without ``dynamic_img_pad`` asserts that the input's heigh
 multiples of the patch size, so a patch-14 DINOv2 cannot read the 64 px images of the default
 tasks. eqbench snaps such sizes to the nearest multiple (64 → 70 for patch 14) rather than padding
 (``dynamic_img_pad`` would feed the model black borders it never saw) or cropping; the result
-JSON records the size used (:func:`eqbench.evaluate.fit_tasks`).
+JSON records the size used (:func:`eqbench.protocols.run.fit_tasks`).
 """
 
 from __future__ import annotations

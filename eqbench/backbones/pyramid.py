@@ -7,8 +7,8 @@ LayerNorm, GELU, deconv 2× to ``D/4``; stride 8 = deconv 2× to ``D/2``; stride
 stride 32 = 2× max-pool. Each level then gets a 1×1 and a 3×3 convolution (no bias), each followed
 by LayerNorm, to ``out_channels``.
 
-Both Mask R-CNN tasks use it (torchvision's in :mod:`eqbench.eval.detection`, mmdet's and
-mmseg's through :class:`eqbench.openmmlab.backbone.EqbenchBackbone`).
+Both Mask R-CNN tasks use it (torchvision's in :mod:`eqbench.protocols.detection.maskrcnn`, mmdet's
+and mmseg's through :class:`eqbench.openmmlab.backbone.EqbenchBackbone`).
 """
 
 from __future__ import annotations

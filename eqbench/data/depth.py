@@ -4,7 +4,7 @@ A :class:`DepthDataset` is an :class:`~eqbench.data.base.ImageDataset` whose ite
 depth map: :meth:`DepthDataset.sample` returns the RGB image ``(H, W, 3)`` uint8 and the depth
 ``(H, W)`` float32 in metres (0 where there is no measurement) at the stored resolution. It names
 the evaluation conventions of its benchmark: ``min_depth``, ``max_depth`` and the ``crop`` of
-:mod:`eqbench.eval.depth_metrics`.
+:mod:`eqbench.protocols.depth.metrics`.
 
 Path layouts are those of the depth toolbox dinov2's depth evaluation uses
 (zhyever/Monocular-Depth-Estimation-Toolbox, ``depth/datasets/nyu.py`` and ``kitti.py``; dinov2's

@@ -34,7 +34,7 @@ MAX_ROTATION = 30.0
 DEFAULT_N = {"train": 400, "test": 100}
 
 
-#: Hue of each bone of :data:`~eqbench.eval.pose_metrics.SKELETON` (None: grey spine).
+#: Hue of each bone of :data:`~eqbench.protocols.pose.metrics.SKELETON` (None: grey spine).
 #: The person's right side is warm (0-0.17), the left cool (0.45-0.75).
 _BONE_HUES: tuple[float | None, ...] = (
     0.0, 0.06, 0.12, 0.15, 0.03, 0.09, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, None, None, None,

@@ -75,7 +75,7 @@ def submit(
         results_dir: where the suite's result JSONs go.
         zoo: the zoo folder (default :func:`eqbench.zoo.cards.zoo_dir`).
         overwrite: replace an existing card of the same id.
-        eval_options: extra :class:`~eqbench.evaluate.EvalConfig` fields for the suite run.
+        eval_options: extra :class:`~eqbench.protocols.run.EvalConfig` fields for the suite run.
         mean: input normalisation mean, overriding the format's (ImageNet for DINO, iBOT, MAE,
             DINOv2, solo-learn, lightly; the architecture's timm default for ``timm``); with
             ``std``. The card records the values and where they came from.
@@ -91,7 +91,7 @@ def submit(
     zoo = writable_zoo_dir(zoo)
     planned = None
     if suite is not None:  # validate the suite before any work
-        from eqbench.evaluate import EvalConfig, plan
+        from eqbench.protocols.run import EvalConfig, plan
 
         planned = plan(
             EvalConfig(tasks=suite, checkpoint="baseline:pixels", **(eval_options or {}))
@@ -100,7 +100,7 @@ def submit(
     given = None if mean is None else {"mean": mean, "std": std, "source": "given by the user"}
     foreign = load_foreign(path, fmt, arch, normalization=given)
     if planned is not None:  # every task must take this backbone (patch size) before the card
-        from eqbench.evaluate import fit_tasks
+        from eqbench.protocols.run import fit_tasks
 
         fit_tasks(planned, foreign.encoder)
     card = ZooCard(
@@ -125,7 +125,7 @@ def submit(
     log.info("wrote %s (dropped %d keys)", written, len(card.dropped_keys))
     results: list[Path] = []
     if suite is not None:
-        from eqbench.evaluate import EvalConfig, evaluate
+        from eqbench.protocols.run import EvalConfig, evaluate
 
         cfg = EvalConfig(
             tasks=suite,

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from eqbench.eval.invariance import invariance_score
 from eqbench.features.store import FeatureRequest, check_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
+from eqbench.protocols.invariance.score import invariance_score
 from eqbench.protocols.transform_prediction import (
     TransformPredictionConfig,
     encode_pairs,

@@ -4,16 +4,16 @@ Each image is resized so its shorter side is ``image_size`` and its longer side 
 (floored to the encoder's patch multiple, as the video task); the frozen encoder's patch tokens
 of the last block (``layers=1``, dinov2's "lin. 1") or of four evenly spaced blocks
 (``layers=4``, "lin. 4"), each with the CLS token concatenated, feed dinov2's linear head
-(:mod:`eqbench.eval.depth`), trained on the train split with SigLoss + gradient loss against the
-ground truth resized (nearest) to the head's output size (the token grid × ``upsample``; dinov2
-compares at the training crop's full size, 16× more pixels at ×4, too slow for a CPU). On the
+(:mod:`eqbench.protocols.depth.head`), trained on the train split with SigLoss + gradient loss
+against the ground truth resized (nearest) to the head's output size (the token grid × ``upsample``;
+dinov2 compares at the training crop's full size, 16× more pixels at ×4, too slow for a CPU). On the
 test split the prediction is resized bilinearly to each ground-truth map's stored size and
 scored there with the dataset's conventions (valid depth range, eigen or Garg crop;
-:mod:`eqbench.eval.depth_metrics`): RMSE, AbsRel, log10, δ1-δ3, means over images. Predicting
+:mod:`eqbench.protocols.depth.metrics`): RMSE, AbsRel, log10, δ1-δ3, means over images. Predicting
 the training split's mean depth everywhere is scored beside it (``*_mean_depth``), with
 ``rmse_margin`` = its RMSE minus the head's: the trivial reference a representation must beat.
 
-``depth_dpt`` is the same task with dinov2's DPT head (:mod:`eqbench.eval.depth_dpt`) on the
+``depth_dpt`` is the same task with dinov2's DPT head (:mod:`eqbench.protocols.depth.dpt`) on the
 tokens of four evenly spaced blocks in place of the linear head; the loss compares at its output
 size, 16× the token grid.
 """
@@ -32,12 +32,17 @@ from eqbench.data.base import DatasetSpec
 from eqbench.data.depth import DepthDataset
 from eqbench.device import autocast
 from eqbench.errors import ConfigError, DatasetError
-from eqbench.eval.depth import NORM_STRATEGIES, DepthTraining, LinearDepthHead, train_depth_head
-from eqbench.eval.depth_dpt import READOUTS, DPTDepthHead
-from eqbench.eval.depth_metrics import CROPS, ERRORS, DepthScores
 from eqbench.features.store import FeatureStore
 from eqbench.progress import progress_bar
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, open_split
+from eqbench.protocols.depth.dpt import READOUTS, DPTDepthHead
+from eqbench.protocols.depth.head import (
+    NORM_STRATEGIES,
+    DepthTraining,
+    LinearDepthHead,
+    train_depth_head,
+)
+from eqbench.protocols.depth.metrics import CROPS, ERRORS, DepthScores
 from eqbench.protocols.video import encoded_size, size_multiple_of
 
 
@@ -52,12 +57,13 @@ class DepthLinearConfig:
         use_cls: concatenate the CLS token to every patch token (dinov2: yes).
         classify: depth as the expectation over ``n_bins`` uniform bins (dinov2), else
             regression.
-        n_bins / norm_strategy / upsample: the head (:class:`~eqbench.eval.depth.LinearDepthHead`).
+        n_bins / norm_strategy / upsample: the head
+            (:class:`~eqbench.protocols.depth.head.LinearDepthHead`).
         max_depth: top of the bins and of the scored range (``None``: the dataset's cap, 10 m
             for NYU and the built-in scenes, 80 m for KITTI).
         crop: evaluation crop (``None``: the dataset's, eigen for NYU, garg for KITTI).
         iterations / batch_size / lr / weight_decay / grad_loss_weight: head training
-            (:class:`~eqbench.eval.depth.DepthTraining`).
+            (:class:`~eqbench.protocols.depth.head.DepthTraining`).
         probe_seeds: heads trained with seeds ``seed, seed + 1, ...``.
     """
 

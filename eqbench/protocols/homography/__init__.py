@@ -1,10 +1,10 @@
 """Homography estimation on frozen features (DeTone et al. 2016, S-COCO), from any image dataset.
 
 Pairs of patches (A, B) with B a perspective warp of A's neighbourhood are generated from the
-dataset's images (see :mod:`eqbench.eval.homography`); the frozen encoder's patch-token maps of A
-and B are concatenated and a three-layer conv head regresses the four corner shifts. Score: mean
-corner error in pixels on the test split's pairs (lower is better), beside the error of the
-identity homography (predicting no shift).
+dataset's images (see :mod:`eqbench.protocols.homography.head`); the frozen encoder's patch-token
+maps of A and B are concatenated and a three-layer conv head regresses the four corner shifts.
+Score: mean corner error in pixels on the test split's pairs (lower is better), beside the error of
+the identity homography (predicting no shift).
 
 Each source image gives ``pairs_per_image`` pairs (its own patch positions and corner shifts), so
 the head sees many more pairs than images at the same encoding cost per pair; a validation split
@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from eqbench.data.base import unit_float
-from eqbench.eval.homography import (
+from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, generator
+from eqbench.protocols.homography.head import (
     HomographyTraining,
     PairParams,
     make_pair_views,
@@ -33,7 +34,6 @@ from eqbench.eval.homography import (
     sample_pairs,
     train_homography_head,
 )
-from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, generator
 
 
 @dataclass(frozen=True)

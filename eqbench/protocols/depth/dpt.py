@@ -23,8 +23,8 @@ regression, blocks [2, 5, 8, 11] of a 12-block ViT, lines 203-208). The stages:
    ``depth_pred`` (``decode_head.py`` lines 155-184) turns into depth: ``ReLU + min_depth``
    (regression, dinov2's DPT), ``sigmoid · max_depth`` (its ``scale_up`` option) or, here as
    an option, the expectation over ``n_bins`` uniform
-   bins as :class:`~eqbench.eval.depth.LinearDepthHead` does (the last convolution then has
-   ``n_bins`` outputs; dinov2's ``HeadDepth`` has one, so its DPT cannot classify).
+   bins as :class:`~eqbench.protocols.depth.head.LinearDepthHead` does (the last convolution then
+   has ``n_bins`` outputs; dinov2's ``HeadDepth`` has one, so its DPT cannot classify).
 
 The output is 16× the token grid (×2 per fusion block and in ``HeadDepth``; the ×½ scale rounds
 an odd grid up), the input resolution for a patch-16 ViT.
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eqbench.eval.depth import NORM_STRATEGIES, depth_from_logits
+from eqbench.protocols.depth.head import NORM_STRATEGIES, depth_from_logits
 
 READOUTS = ("ignore", "add", "project")
 
@@ -84,7 +84,7 @@ class DPTDepthHead(nn.Module):
         readout: what to do with the CLS token: ``ignore``, ``add`` or ``project`` (dinov2).
         classify: depth as the expectation over ``n_bins`` uniform bins, else regression
             (dinov2's DPT).
-        n_bins / norm_strategy: as :class:`~eqbench.eval.depth.LinearDepthHead`.
+        n_bins / norm_strategy: as :class:`~eqbench.protocols.depth.head.LinearDepthHead`.
         scale_up: regression as ``sigmoid · max_depth`` (dinov2's ``scale_up`` option) in
             place of ``ReLU + min_depth``, whose units can all start dead.
         layers: number of layers read (4: one per scale).

@@ -37,7 +37,7 @@ from sklearn.metrics import r2_score
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import StandardScaler
 
-from eqbench.eval.linear import fit_logistic_probe
+from eqbench.protocols.classification.linear import fit_logistic_probe
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,8 @@ def fit_predict_classification(
             on a stratified validation part of the training split) or ``"linear"``
             (multinomial logistic regression, L-BFGS, ``max_iter=1000``, ``C`` from
             ``config.logistic_cs`` chosen on a stratified, seeded validation split of the training
-            split and refitted on all of it; :func:`eqbench.eval.linear.fit_logistic_probe`).
+            split and refitted on all of it;
+            :func:`eqbench.protocols.classification.linear.fit_logistic_probe`).
         seed: seeds the MLP's initialisation and shuffling, and the validation split.
         config: probe hyper-parameters (defaults: :class:`ProbeConfig`).
 

@@ -1,8 +1,8 @@
-"""Launch :func:`eqbench.evaluate.evaluate` on SLURM (or locally) through submitit.
+"""Launch :func:`eqbench.protocols.run.evaluate` on SLURM (or locally) through submitit.
 
 The evaluation counterpart of :mod:`eqbench.train.launch`, with the same
 :class:`~eqbench.train.launch.SlurmOptions`: every task turns SLURM's variables into the
-``torchrun`` environment and runs :func:`~eqbench.evaluate.evaluate`, which shards feature
+``torchrun`` environment and runs :func:`~eqbench.protocols.run.evaluate`, which shards feature
 extraction over the tasks and fits the probes and writes the results on rank 0. A pre-empted job is
 requeued and runs again; the image sets it had already encoded come back from the feature cache.
 """
@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from eqbench.evaluate import EvalConfig, evaluate, plan
+from eqbench.protocols.run import EvalConfig, evaluate, plan
 from eqbench.train.launch import (
     SlurmOptions,
     export_distributed_environment,

@@ -18,11 +18,11 @@ After facebookresearch/dinov2 ``dinov2/eval/linear.py`` (commit b8931f7):
 
 Differences, on purpose: dinov2 validates on ImageNet's val set, which is also what it reports;
 here the validation set is carved from the training split (stratified, seeded,
-:func:`eqbench.eval.linear.split_train_val`) and the test split is only ever scored by the chosen
-head. The heads read cached features of centre crops, so dinov2's training augmentation
-(``RandomResizedCrop`` + flip, ``dinov2/data/transforms.py``) is not applied: the frozen features
-of each image are computed once. Training runs over ``epochs`` passes of the fit part instead of
-dinov2's fixed 10 × 1250 iterations.
+:func:`eqbench.protocols.classification.linear.split_train_val`) and the test split is only ever
+scored by the chosen head. The heads read cached features of centre crops, so dinov2's training
+augmentation (``RandomResizedCrop`` + flip, ``dinov2/data/transforms.py``) is not applied: the
+frozen features of each image are computed once. Training runs over ``epochs`` passes of the fit
+part instead of dinov2's fixed 10 × 1250 iterations.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor
 
-from eqbench.eval.linear import split_train_val, topk_accuracy
+from eqbench.protocols.classification.linear import split_train_val, topk_accuracy
 
 logger = logging.getLogger(__name__)
 

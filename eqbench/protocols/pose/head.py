@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eqbench.eval.pose_metrics import encode_heatmaps
+from eqbench.protocols.pose.metrics import encode_heatmaps
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def heatmap_batch(
     sigma: float,
 ) -> tuple[Tensor, Tensor]:
     """Targets ``(B, K, H, W)`` and weights ``(B, K)`` of keypoints ``(B, K, 2)`` in input
-    pixels (:func:`~eqbench.eval.pose_metrics.encode_heatmaps` per person)."""
+    pixels (:func:`~eqbench.protocols.pose.metrics.encode_heatmaps` per person)."""
     pairs = [
         encode_heatmaps(points, vis, heatmap_size, input_size, sigma)
         for points, vis in zip(keypoints, visible, strict=True)

@@ -1,9 +1,10 @@
 """Object detection and instance segmentation: Mask R-CNN on a ViT simple feature pyramid.
 
 torchvision's ``MaskRCNN`` (the default engine, no compiled extras) over the eqbench backbone of
-any checkpoint spec (see :mod:`eqbench.eval.detection`), backbone frozen or finetuned. Images (and
-their instance masks) are resized so the shorter side is ``image_size`` and centre-cropped;
-objects cut away by the crop are dropped and boxes are the tight boxes of the visible masks.
+any checkpoint spec (see :mod:`eqbench.protocols.detection.maskrcnn`), backbone frozen or finetuned.
+Images (and their instance masks) are resized so the shorter side is ``image_size`` and
+centre-cropped; objects cut away by the crop are dropped and boxes are the tight boxes of the
+visible masks.
 Training: AdamW with linear warm-up then cosine decay, on the train split; scoring: COCO box and
 mask AP (pycocotools ``COCOeval``) on the test (val) split, against COCO-format ground truth of
 the same images (crowd regions of ``coco:PATH`` are left out). Primary metric: box AP.
@@ -33,14 +34,14 @@ from eqbench.data.coco import CocoInstances
 from eqbench.data.dense import Instance, mask_box, square_pair
 from eqbench.data.shapes import ShapeScenes
 from eqbench.errors import DatasetError
-from eqbench.eval.detection import (
+from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
+from eqbench.protocols.detection.maskrcnn import (
     build_maskrcnn,
     coco_ap,
     coco_ground_truth,
     coco_results,
     instance_targets,
 )
-from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 from eqbench.train.distributed import DistContext, global_batch_share
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ class MaskRcnnConfig:
             ``image_size`` × (1/8, 1/4, 1/2, 1).
         proposals / rois_per_image / detections_per_image: RPN proposals after NMS, proposals
             sampled per image for the box loss, detections kept per image (see
-            :func:`~eqbench.eval.detection.build_maskrcnn`; the COCO values are 1000, 512, 100).
+            :func:`~eqbench.protocols.detection.maskrcnn.build_maskrcnn`; the COCO values are 1000,
+            512, 100).
         hflip: random horizontal flips during training.
         probe_seeds: detectors trained with seeds ``seed, seed + 1, ...``.
     """

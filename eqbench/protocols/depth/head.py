@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eqbench.eval.depth_metrics import gradient_loss, sig_loss
+from eqbench.protocols.depth.metrics import gradient_loss, sig_loss
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,11 @@
 For each video of the test split: encode every frame with the frozen backbone (shorter side
 ``image_size``, longer side in proportion, floored to a multiple of ``side_multiple`` as DINO's
 ``read_frame`` does with 64), propagate the first frame's annotation through the clip
-(:mod:`eqbench.eval.propagation`, the DINO / CropMAE protocol) and score the predictions at the
-annotation's resolution with the DAVIS measures (:mod:`eqbench.eval.davis_metrics`): J, F and
-J&F means over objects. Copying the first annotation to every frame is scored beside it
-(``*_copy_first``): the trivial reference a representation must beat.
+(:mod:`eqbench.protocols.video.propagation`, the DINO / CropMAE protocol) and score the predictions
+at the annotation's resolution with the DAVIS measures
+(:mod:`eqbench.protocols.video.davis_metrics`): J, F and J&F means over objects. Copying the first
+annotation to every frame is scored beside it (``*_copy_first``): the trivial reference a
+representation must beat.
 """
 
 from __future__ import annotations
@@ -26,17 +27,17 @@ from eqbench.data.base import DatasetSpec
 from eqbench.data.video import VideoDataset
 from eqbench.device import autocast
 from eqbench.errors import DatasetError
-from eqbench.eval.davis_metrics import VOID, DavisScores
-from eqbench.eval.parsing_metrics import PartIoU
-from eqbench.eval.propagation import (
+from eqbench.features.store import FeatureStore
+from eqbench.progress import progress_bar
+from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, open_split
+from eqbench.protocols.video.davis_metrics import VOID, DavisScores
+from eqbench.protocols.video.parsing_metrics import PartIoU
+from eqbench.protocols.video.propagation import (
     PropagationConfig,
     labels_to_mask,
     one_hot_labels,
     propagate,
 )
-from eqbench.features.store import FeatureStore
-from eqbench.progress import progress_bar
-from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, open_split
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class VideoPropagationConfig:
         side_multiple: the longer side is floored to a multiple of this (DINO: 64).
         n_test: videos of the test split (``None``: all).
         n_last_frames / size_mask_neighborhood / topk / temperature: propagation
-            (:class:`~eqbench.eval.propagation.PropagationConfig`).
+            (:class:`~eqbench.protocols.video.propagation.PropagationConfig`).
     """
 
     image_size: int = 144
@@ -190,8 +191,8 @@ class VideoPartPropagation(VideoPropagation):
     The first frame's classes (VIP: 20 human parts) are propagated as
     :class:`VideoPropagation` propagates object ids, and every frame of every video, the given
     first one included as CropMAE's VIP evaluation scores it, adds to one confusion matrix
-    (:mod:`eqbench.eval.parsing_metrics`): ``miou`` is the mean IoU over the classes present,
-    ``pixel_acc`` the share of pixels right; ``*_copy_first`` score copying the first
+    (:mod:`eqbench.protocols.video.parsing_metrics`): ``miou`` is the mean IoU over the classes
+    present, ``pixel_acc`` the share of pixels right; ``*_copy_first`` score copying the first
     annotation to every frame.
     """
 

@@ -3,10 +3,10 @@
 Each person is cut out top-down (:func:`~eqbench.data.pose.crop_person`: the box ``scale × 200
 × 1.25`` around its centre, resized to ``image_size``), the frozen encoder's last-block patch
 tokens form a map ``(D, h, w)``, and ViTPose's ``simple`` or ``classic`` decoder
-(:mod:`eqbench.eval.pose`) turns it into 16 heatmaps of ``4h × 4w``, trained on the train split
-with mmpose's keypoint MSE against ``MSRAHeatmap`` Gaussian targets (invisible joints weighted
+(:mod:`eqbench.protocols.pose.head`) turns it into 16 heatmaps of ``4h × 4w``, trained on the train
+split with mmpose's keypoint MSE against ``MSRAHeatmap`` Gaussian targets (invisible joints weighted
 0). On the test split the heatmaps are decoded (argmax, quarter-cell refinement), mapped back to
-image pixels and scored by MPII's PCKh (:mod:`eqbench.eval.pose_metrics`): ``pckh`` (@0.5, the
+image pixels and scored by MPII's PCKh (:mod:`eqbench.protocols.pose.metrics`): ``pckh`` (@0.5, the
 primary), ``pckh_01`` (@0.1) and the joint groups. Predicting the training split's mean pose
 (each joint's mean position in the crop, over the people where it is visible) is scored beside
 it (``pckh_mean_pose``), with ``pckh_margin`` = the head's PCKh minus it: the trivial reference a
@@ -28,11 +28,11 @@ from eqbench.data.base import DatasetSpec
 from eqbench.data.pose import NUM_JOINTS, Crop, PoseDataset, PoseSample, crop_person
 from eqbench.device import autocast
 from eqbench.errors import DatasetError
-from eqbench.eval.pose import DECODERS, PoseHead, PoseTraining, train_pose_head
-from eqbench.eval.pose_metrics import SCORES, PCKhScores, decode_heatmaps
 from eqbench.features.store import FeatureStore
 from eqbench.progress import progress_bar
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, open_split
+from eqbench.protocols.pose.head import DECODERS, PoseHead, PoseTraining, train_pose_head
+from eqbench.protocols.pose.metrics import SCORES, PCKhScores, decode_heatmaps
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class PoseConfig:
         deconv_filters: channels of the classic decoder (ViTPose: 256).
         sigma: Gaussian of the heatmap targets, in heatmap cells (mmpose: 2 at 64 × 64).
         iterations / batch_size / lr / weight_decay: head training
-            (:class:`~eqbench.eval.pose.PoseTraining`).
+            (:class:`~eqbench.protocols.pose.head.PoseTraining`).
         probe_seeds: heads trained with seeds ``seed, seed + 1, ...``.
     """
 

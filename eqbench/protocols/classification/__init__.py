@@ -1,14 +1,23 @@
-"""Classification on frozen features (invariance): DINO's weighted kNN and the linear probes.
+"""Classification: DINO's weighted kNN and the linear probes on frozen features (invariance), and
+end-to-end finetuning.
 
 kNN: Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (arXiv 2104.14294),
 ``eval_knn.py``. Linear: the cheap variant on cached features (L-BFGS logistic regression with the
 L2 strength swept on a validation split carved from the training data; Ericsson et al. 2021 and
 dinov2's ``log_regression.py``). Linear SGD: dinov2's ``eval/linear.py`` grid of linear heads
-(:mod:`eqbench.eval.linear_sgd`). Nothing is ever selected on the test split.
+(:mod:`eqbench.protocols.classification.linear_sgd`). Nothing is ever selected on the test split.
+
+Finetune (GTSA's iNaturalist-2019 evaluation): the MAE / BEiT recipe of
+:mod:`eqbench.protocols.classification.finetune` on a copy of the checkpoint's backbone (the loaded
+model is shared with the other tasks of a run and with the feature cache, so it is never trained in
+place). Reports top-1 and top-5 on the test split after the last epoch, and beside them the trivial
+reference every classifier must beat: always predicting the most frequent training class
+(``top1_majority``).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -18,16 +27,17 @@ import numpy as np
 from eqbench.backbones.base import FEATURE_KINDS
 from eqbench.data.base import DatasetSpec, ImageDataset, load_dataset
 from eqbench.errors import ConfigError, DatasetError
-from eqbench.eval.knn import effective_ks, knn_classify
-from eqbench.eval.linear import logistic_regression_probe
-from eqbench.eval.linear_sgd import (
+from eqbench.features.store import FeatureRequest, check_finite, select_feature
+from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
+from eqbench.protocols.classification import finetune
+from eqbench.protocols.classification.knn import effective_ks, knn_classify
+from eqbench.protocols.classification.linear import logistic_regression_probe
+from eqbench.protocols.classification.linear_sgd import (
     DINOV2_LEARNING_RATES,
     DINOV2_N_LAST_BLOCKS,
     head_grid,
     linear_sgd_probe,
 )
-from eqbench.features.store import FeatureRequest, check_finite, select_feature
-from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol
 from eqbench.protocols.views import view_batches, view_key
 
 logger = logging.getLogger(__name__)
@@ -201,9 +211,9 @@ def labelled_splits(
 class Knn(Protocol):
     """DINO's temperature-weighted kNN vote on L2-normalised frozen features.
 
-    Runs on the evaluation device (``--device``), in bounded memory (:mod:`eqbench.eval.knn`).
-    A ``k`` above the number of training samples is capped, and the change is recorded in the
-    result's ``adjustments``.
+    Runs on the evaluation device (``--device``), in bounded memory
+    (:mod:`eqbench.protocols.classification.knn`). A ``k`` above the number of training samples is
+    capped, and the change is recorded in the result's ``adjustments``.
     """
 
     Config = KnnConfig
@@ -289,7 +299,8 @@ class Linear(Protocol):
 class LinearSgd(Protocol):
     """dinov2's linear protocol: a grid of linear heads (learning rate × last 1 or 4 blocks ×
     CLS or CLS + mean patch token) trained together with SGD on frozen features, the best on a
-    validation split carved from train scored on test (:mod:`eqbench.eval.linear_sgd`).
+    validation split carved from train scored on test
+    (:mod:`eqbench.protocols.classification.linear_sgd`).
 
     A backbone with fewer blocks than an ``n_last_blocks`` entry (CNNs and raw pixels have one)
     reads all it has; the change is recorded in the result's ``adjustments``. The selected
@@ -363,4 +374,70 @@ class LinearSgd(Protocol):
             "best_lr": [res.head.lr],
             "best_n_last_blocks": [float(res.head.n_blocks)],
             "best_avgpool": [float(res.head.avgpool)],
+        }
+
+
+def majority_top1(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
+    """Top-1 of predicting the most frequent training class (the lowest index among ties)."""
+    majority = int(np.bincount(np.asarray(train_labels)).argmax())
+    return float((np.asarray(test_labels) == majority).mean())
+
+
+@PROTOCOLS.register("finetune")
+class Finetune(Protocol):
+    """Finetune the whole backbone with a new linear head (MAE / BEiT recipe); top-1 / top-5."""
+
+    Config = finetune.FinetuneConfig
+    metrics = ("top1", "top5", "top1_majority", "train_loss", "lr")
+    units: ClassVar[dict[str, str]] = dict(
+        top1="percent", top5="percent", top1_majority="percent", train_loss="score", lr="value"
+    )
+    lower_is_better = frozenset({"train_loss"})
+
+    def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
+        cfg: finetune.FinetuneConfig = config
+        check_labelled_dataset(dataset, seed, cfg.n_train, cfg.n_test)
+        n_train = len(load_dataset(dataset, "train", n=cfg.n_train, seed=seed))
+        if n_train < cfg.batch_size:
+            raise ConfigError(
+                f"Dataset '{dataset}' has {n_train} training images, fewer than one batch of "
+                f"{cfg.batch_size} (batches are never partial). Lower batch_size or raise "
+                "n_train."
+            )
+
+    def run(self, config: Any, ctx: EvalContext) -> MetricValues:
+        cfg: finetune.FinetuneConfig = config
+        train = ctx.open("train", n=cfg.n_train)
+        test = ctx.open("test", n=cfg.n_test)
+        encoder = copy.deepcopy(ctx.model.encoder)
+        result = finetune.finetune(
+            encoder,
+            train,
+            test,
+            cfg,
+            device=ctx.store.device,
+            seed=ctx.seed,
+            show_progress=ctx.store.show_progress,
+        )
+        if cfg.lr is None:
+            ctx.adjustments["lr"] = {
+                "requested": None,
+                "used": result.lr,
+                "reason": f"blr {cfg.blr:g} x batch_size {cfg.batch_size} / 256 (MAE)",
+            }
+        if cfg.drop_path > 0 and not result.drop_path_applied:
+            ctx.adjustments["drop_path"] = {
+                "requested": cfg.drop_path,
+                "used": 0.0,
+                "reason": f"backbone '{encoder.arch}' has no ViT blocks to drop",
+            }
+        logger.info(
+            "finetune: top-1 %.4f top-5 %.4f in %.1fs", result.top1, result.top5, result.seconds
+        )
+        return {
+            "top1": [result.top1],
+            "top5": [result.top5],
+            "top1_majority": [majority_top1(train.labels, test.labels)],
+            "train_loss": [result.train_loss],
+            "lr": [result.lr],
         }

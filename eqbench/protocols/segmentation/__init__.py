@@ -3,8 +3,8 @@
 Each image (and its mask) is resized so its shorter side is ``image_size`` and centre-cropped;
 the frozen encoder's patch tokens are computed once per split; a BatchNorm + 1×1 convolution head
 is trained on the train split for ``iterations`` steps and scored on the test split (mIoU, mAcc,
-aAcc from the confusion matrix, as mmseg; see :mod:`eqbench.eval.segmentation`). The score of
-predicting the training split's most frequent class everywhere is reported beside it.
+aAcc from the confusion matrix, as mmseg; see :mod:`eqbench.protocols.segmentation.head`). The score
+of predicting the training split's most frequent class everywhere is reported beside it.
 
 Under ``torchrun`` the task runs on every process (:attr:`~eqbench.protocols.base.Protocol.
 collective`): each encodes a share of the images once, the head trains with
@@ -27,7 +27,10 @@ from torch import Tensor
 from eqbench.data.base import DatasetSpec, ImageDataset
 from eqbench.data.dense import SegmentationDataset
 from eqbench.errors import ConfigError
-from eqbench.eval.segmentation import (
+from eqbench.features.sharding import shard_spans
+from eqbench.features.store import batch_spans
+from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, open_split
+from eqbench.protocols.segmentation.head import (
     HeadTraining,
     Resume,
     confusion_matrix,
@@ -35,9 +38,6 @@ from eqbench.eval.segmentation import (
     segmentation_scores,
     train_linear_head,
 )
-from eqbench.features.sharding import shard_spans
-from eqbench.features.store import batch_spans
-from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, open_split
 from eqbench.train.distributed import DistContext, global_batch_share
 
 
@@ -49,8 +49,8 @@ class SegmentationLinearConfig:
         image_size: side of the square images (and masks) fed to the encoder.
         n_train / n_test: images per split (``None``: the whole split).
         iterations / batch_size / lr / weight_decay / optimizer: head training
-            (:class:`~eqbench.eval.segmentation.HeadTraining`); ``batch_size`` is the total
-            over the processes of a ``torchrun`` launch.
+            (:class:`~eqbench.protocols.segmentation.head.HeadTraining`); ``batch_size`` is the
+            total over the processes of a ``torchrun`` launch.
         probe_seeds: heads trained with seeds ``seed, seed + 1, ...``.
         work_dir: folder where each head's training state is checkpointed every
             ``checkpoint_every`` iterations; a run killed and started again with the same

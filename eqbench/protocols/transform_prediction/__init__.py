@@ -17,9 +17,14 @@ from typing import Any, ClassVar
 import torch
 
 from eqbench.errors import ConfigError
-from eqbench.eval.probes import ProbeConfig, ProbeKind, fit_classification, fit_regression
 from eqbench.features.store import FeatureRequest, check_feature, select_feature
 from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protocol, generator
+from eqbench.protocols.transform_prediction.probes import (
+    ProbeConfig,
+    ProbeKind,
+    fit_classification,
+    fit_regression,
+)
 from eqbench.protocols.views import context_size, view_batches, view_key
 from eqbench.transforms import Transformation, build_transform
 
