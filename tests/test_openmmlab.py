@@ -372,3 +372,29 @@ def test_resume_interrupted_run_with_weights_only(tmp_path: Path) -> None:
     # and the allow-list is scoped: outside the block the check is back
     with pytest.raises(pickle.UnpicklingError):
         torch.load(work / "iter_4.pth")
+
+
+def test_dataset_sources_are_registered_by_name(tmp_path: Path) -> None:
+    """Every source is a registered eqbench dataset; an unknown one is refused with the list;
+    a new source is one registration (no dispatch to edit)."""
+    from eqbench.data import DATASETS
+    from eqbench.errors import DatasetError
+    from eqbench.openmmlab.data import COCO_SOURCES, SEGMENTATION_SOURCES, coco_data
+    from eqbench.openmmlab.segmentation import SegmentationData
+
+    assert set(SEGMENTATION_SOURCES.names()) == {"shapes", "ade20k"}
+    assert set(COCO_SOURCES.names()) == {"shapes", "coco"}
+    for name in (*SEGMENTATION_SOURCES.names(), *COCO_SOURCES.names()):
+        assert name in DATASETS
+    with pytest.raises(DatasetError, match="read ade20k, shapes, not 'voc"):
+        segmentation_data(DatasetSpec("voc", "/x"), 4, 2, 64, 0, tmp_path)
+    with pytest.raises(DatasetError, match="read coco, shapes"):
+        coco_data(DatasetSpec("ade20k", "/x"), 4, 2, 64, 0, tmp_path)
+    with pytest.raises(DatasetError, match="needs a path: --dataset ade20k:PATH"):
+        segmentation_data(DatasetSpec("ade20k"), 4, 2, 64, 0, tmp_path)
+    made = SegmentationData(tmp_path, ("a", "b"), 3, 1)
+    SEGMENTATION_SOURCES.register("voc")(lambda *args: made)
+    try:
+        assert segmentation_data(DatasetSpec("voc", "/x"), 4, 2, 64, 0, tmp_path) is made
+    finally:
+        SEGMENTATION_SOURCES.remove("voc")
