@@ -184,3 +184,28 @@ def test_a_dataset_and_a_task_on_it(
     assert record["task"] == "classification/stripes_knn"
     # raw pixels already tell the two orientations apart better than chance (1/2)
     assert 0.5 < record["metrics"]["top1_k20"]["mean"] <= 1.0
+
+
+def test_a_protocol_is_one_package_and_a_task_file(
+    restore: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nearest-class-mean example registers, is listed, and runs a task file end to end."""
+    from eqbench.protocols import PROTOCOLS
+
+    monkeypatch.setattr(PROTOCOLS, "_items", dict(PROTOCOLS._items))
+    import_block("eqbench/protocols/centroid/__init__.py", tmp_path)
+    assert "centroid" in cli("ls", "protocols")
+    tasks = tmp_path / "tasks"
+    shutil.copytree(tasks_dir(), tasks)
+    (tasks / "classification" / "centroid.yaml").write_text(
+        block("tasks/classification/centroid.yaml")
+    )
+    monkeypatch.setenv("EQBENCH_TASKS_DIR", str(tasks))
+    assert "classification/centroid" in cli("ls", "tasks")
+    results = tmp_path / "results"
+    args = ["eval", "--task", "classification/centroid", "--checkpoint", "baseline:pixels"]
+    args += ["--no-cache", "--results-dir", str(results), "--set", "n_train=200"]
+    cli(*args, "--set", "n_test=100")
+    [record] = load_results(results)
+    # ten classes (chance 0.1); class means of raw pixels already separate most digits
+    assert 0.5 < record["metrics"]["top1"]["mean"] <= 1.0
