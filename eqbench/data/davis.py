@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from eqbench.data.base import DATASETS
-from eqbench.data.dense import check_root, names_digest, read_label_png, read_rgb
+from eqbench.data.dense import check_root, names_digest, read_label_png
+from eqbench.data.listed_videos import ListedVideos, pair_annotations
 from eqbench.data.video import VideoDataset
 from eqbench.errors import DatasetError
 
@@ -61,28 +62,10 @@ def davis_files(root: Path, sequence: str, listing: str) -> tuple[list[Path], li
     frame_dir = root / "JPEGImages" / RESOLUTION / sequence
     mask_dir = root / "Annotations" / RESOLUTION / sequence
     frames = sorted(frame_dir.glob("*.jpg")) if frame_dir.is_dir() else []
-    if not frames:
-        raise DatasetError(
-            f"'{listing}' lists '{sequence}' but '{frame_dir}' holds no .jpg frames. Restore "
-            "the sequence's frames or remove it from the list."
-        )
-    if not mask_dir.is_dir():
-        raise DatasetError(
-            f"Sequence '{sequence}' has no annotation folder '{mask_dir}'. Restore its "
-            "annotations or remove it from the list."
-        )
-    masks = [mask_dir / f"{frame.stem}.png" for frame in frames]
-    missing = [m.name for m in masks if not m.is_file()]
-    if missing:
-        raise DatasetError(
-            f"Sequence '{sequence}' has {len(missing)} frame(s) without an annotation (e.g. "
-            f"'{mask_dir / missing[0]}'); every frame needs one. Restore the annotations or "
-            "remove the sequence from the list."
-        )
-    return frames, masks
+    return pair_annotations(frames, frame_dir, mask_dir, sequence, "sequence", listing)
 
 
-class DavisVideos(VideoDataset):
+class DavisVideos(ListedVideos):
     """Sequences of a DAVIS-2017 split (see the module docstring).
 
     Args:
@@ -99,17 +82,7 @@ class DavisVideos(VideoDataset):
         self.split = split
         listing = f"ImageSets/2017/{SPLITS[split]}.txt"
         names = davis_sequences(root, split)
-        if n is not None and n < 0:
-            raise DatasetError(f"Number of sequences must be >= 0, got {n}.")
-        self.total = len(names)
-        self.n = n if n is not None and n < len(names) else None
-        self.videos = names if self.n is None else names[: self.n]
-        self.files = [davis_files(root, seq, listing) for seq in self.videos]
-        self.lengths = [len(frames) for frames, _ in self.files]
-        self._index()
-
-    def frame(self, video: int, t: int) -> np.ndarray:
-        return read_rgb(self.files[video][0][t])
+        self._keep(names, n, "sequence", lambda seq: davis_files(root, seq, listing))
 
     def mask(self, video: int, t: int) -> np.ndarray:
         return read_label_png(self.files[video][1][t])

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from eqbench.data.base import DATASETS
-from eqbench.data.dense import check_root, names_digest, read_label_png, read_rgb
+from eqbench.data.dense import check_root, names_digest, read_label_png
+from eqbench.data.listed_videos import ListedVideos, pair_annotations
 from eqbench.data.video import VideoDataset
 from eqbench.errors import DatasetError
 
@@ -87,28 +88,10 @@ def vip_files(root: Path, video: str, listing: str) -> tuple[list[Path], list[Pa
     frame_dir = root / "Images" / video
     mask_dir = root / ANNOTATIONS / video
     frames = sorted(frame_dir.glob("*.jpg"), key=_frame_order) if frame_dir.is_dir() else []
-    if not frames:
-        raise DatasetError(
-            f"'{listing}' lists '{video}' but '{frame_dir}' holds no .jpg frames. Restore the "
-            "video's frames or remove it from the list."
-        )
-    if not mask_dir.is_dir():
-        raise DatasetError(
-            f"Video '{video}' has no annotation folder '{mask_dir}'. Restore its annotations "
-            "or remove it from the list."
-        )
-    masks = [mask_dir / f"{frame.stem}.png" for frame in frames]
-    missing = [m.name for m in masks if not m.is_file()]
-    if missing:
-        raise DatasetError(
-            f"Video '{video}' has {len(missing)} frame(s) without an annotation (e.g. "
-            f"'{mask_dir / missing[0]}'); every frame needs one. Restore the annotations or "
-            "remove the video from the list."
-        )
-    return frames, masks
+    return pair_annotations(frames, frame_dir, mask_dir, video, "video", listing)
 
 
-class VipVideos(VideoDataset):
+class VipVideos(ListedVideos):
     """Videos of a VIP split (see the module docstring); masks hold part classes 0..19.
 
     Args:
@@ -126,17 +109,7 @@ class VipVideos(VideoDataset):
         self.split = split
         listing = f"lists/{SPLITS[split]}_videos.txt"
         names = vip_videos(root, split)
-        if n is not None and n < 0:
-            raise DatasetError(f"Number of videos must be >= 0, got {n}.")
-        self.total = len(names)
-        self.n = n if n is not None and n < len(names) else None
-        self.videos = names if self.n is None else names[: self.n]
-        self.files = [vip_files(root, video, listing) for video in self.videos]
-        self.lengths = [len(frames) for frames, _ in self.files]
-        self._index()
-
-    def frame(self, video: int, t: int) -> np.ndarray:
-        return read_rgb(self.files[video][0][t])
+        self._keep(names, n, "video", lambda video: vip_files(root, video, listing))
 
     def mask(self, video: int, t: int) -> np.ndarray:
         mask = read_label_png(self.files[video][1][t])
