@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from eqbench.data.base import ImageDataset, parallel_rows, resize_square
-from eqbench.data.imagefolder import decode_image, files_digest, read_image
+from eqbench.data.base import ImageDataset
+from eqbench.data.imagefolder import files_digest, read_images, read_whole_images
 from eqbench.errors import DatasetError
 
 #: 1: first version.
@@ -100,30 +99,11 @@ class FileList(ImageDataset):
         self._contents_digest: str | None = None
 
     def load(self, indices: Sequence[int], size: int) -> Tensor:
-        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
-        files = [self.folder / self.files[i] for i in indices]
-
-        def fill(rows: range) -> None:  # decoding releases the GIL: files decode side by side
-            for row in rows:
-                out[row] = read_image(files[row], size)
-
-        parallel_rows(fill, len(files))
-        return out
+        return read_images([self.folder / self.files[i] for i in indices], size)
 
     def load_whole(self, indices: Sequence[int], size: int) -> tuple[Tensor, Tensor]:
         """Each image whole, resized to ``size × size``, and its width / height."""
-        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
-        aspect = torch.empty(len(indices), dtype=torch.float64)
-        files = [self.folder / self.files[i] for i in indices]
-
-        def fill(rows: range) -> None:
-            for row in rows:
-                image = decode_image(files[row])  # (3, H, W)
-                aspect[row] = image.shape[2] / image.shape[1]
-                out[row] = resize_square(image.unsqueeze(0), size)[0]
-
-        parallel_rows(fill, len(files))
-        return out, aspect
+        return read_whole_images([self.folder / self.files[i] for i in indices], size)
 
     def contents_digest(self) -> str:
         """:func:`files_digest` of the images kept and of the split files, computed once."""

@@ -160,6 +160,37 @@ def decode_image(path: Path) -> Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
+def read_images(files: Sequence[Path], size: int) -> Tensor:
+    """:func:`read_image` of each file, ``(N, 3, size, size)`` uint8, decoded side by side."""
+    out = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
+
+    def fill(rows: range) -> None:  # decoding releases the GIL: files decode side by side
+        for row in rows:
+            out[row] = read_image(files[row], size)
+
+    parallel_rows(fill, len(files))
+    return out
+
+
+def read_whole_images(files: Sequence[Path], size: int) -> tuple[Tensor, Tensor]:
+    """Each file's image whole, resized to ``size × size``, and its width / height.
+
+    Returns:
+        ``(N, 3, size, size)`` uint8 images and ``(N,)`` float64 aspect ratios.
+    """
+    out = torch.empty((len(files), 3, size, size), dtype=torch.uint8)
+    aspect = torch.empty(len(files), dtype=torch.float64)
+
+    def fill(rows: range) -> None:
+        for row in rows:
+            image = decode_image(files[row])  # (3, H, W)
+            aspect[row] = image.shape[2] / image.shape[1]
+            out[row] = resize_square(image.unsqueeze(0), size)[0]
+
+    parallel_rows(fill, len(files))
+    return out, aspect
+
+
 class ImageFolder(ImageDataset):
     """One split of an ImageNet-layout folder (see the module docstring).
 
@@ -222,30 +253,11 @@ class ImageFolder(ImageDataset):
         return files, labels
 
     def load(self, indices: Sequence[int], size: int) -> Tensor:
-        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
-        files = [self.folder / self.files[i] for i in indices]
-
-        def fill(rows: range) -> None:  # decoding releases the GIL: files decode side by side
-            for row in rows:
-                out[row] = read_image(files[row], size)
-
-        parallel_rows(fill, len(files))
-        return out
+        return read_images([self.folder / self.files[i] for i in indices], size)
 
     def load_whole(self, indices: Sequence[int], size: int) -> tuple[Tensor, Tensor]:
         """Each image whole, resized to ``size × size``, and its width / height."""
-        out = torch.empty((len(indices), 3, size, size), dtype=torch.uint8)
-        aspect = torch.empty(len(indices), dtype=torch.float64)
-        files = [self.folder / self.files[i] for i in indices]
-
-        def fill(rows: range) -> None:
-            for row in rows:
-                image = decode_image(files[row])  # (3, H, W)
-                aspect[row] = image.shape[2] / image.shape[1]
-                out[row] = resize_square(image.unsqueeze(0), size)[0]
-
-        parallel_rows(fill, len(files))
-        return out, aspect
+        return read_whole_images([self.folder / self.files[i] for i in indices], size)
 
     def contents_digest(self) -> str:
         """:func:`files_digest` of the files kept, computed once per opened split."""
