@@ -38,7 +38,7 @@ from eqbench.protocols.base import PROTOCOLS, EvalContext, MetricValues, Protoco
 from eqbench.protocols.depth.dpt import READOUTS, DPTDepthHead
 from eqbench.protocols.depth.head import (
     NORM_STRATEGIES,
-    DepthTraining,
+    HeadTrainingOptions,
     LinearDepthHead,
     train_depth_head,
 )
@@ -47,7 +47,7 @@ from eqbench.protocols.video import encoded_size, size_multiple_of
 
 
 @dataclass(frozen=True)
-class DepthLinearConfig:
+class DepthLinearConfig(HeadTrainingOptions):
     """Options of the linear depth task.
 
     Attributes:
@@ -99,18 +99,9 @@ class DepthLinearConfig:
         if self.max_depth is not None and self.max_depth <= 0:
             raise ValueError("max_depth must be positive")
 
-    def training(self) -> DepthTraining:
-        return DepthTraining(
-            iterations=self.iterations,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            grad_loss_weight=self.grad_loss_weight,
-        )
-
 
 @dataclass(frozen=True)
-class DepthDPTConfig:
+class DepthDPTConfig(HeadTrainingOptions):
     """Options of the DPT depth task: those of :class:`DepthLinearConfig` without ``layers``
     (always four), ``use_cls`` and ``upsample`` (the architecture's ×16), plus the head's.
 
@@ -163,15 +154,6 @@ class DepthDPTConfig:
     def use_cls(self) -> bool:
         """Whether the head reads the CLS token."""
         return self.readout != "ignore"
-
-    def training(self) -> DepthTraining:
-        return DepthTraining(
-            iterations=self.iterations,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            grad_loss_weight=self.grad_loss_weight,
-        )
 
 
 #: Either task's config; both name the layers read and whether the CLS token is.

@@ -142,6 +142,29 @@ class DepthTraining:
     clip_norm: float = 35.0
 
 
+class HeadTrainingOptions:
+    """The head-training options a depth task's config holds, as a :class:`DepthTraining`.
+
+    A base of the tasks' config dataclasses: they declare these fields with their own defaults.
+    """
+
+    iterations: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    grad_loss_weight: float
+
+    def training(self) -> DepthTraining:
+        """How the head is trained; the options not in the config keep their defaults."""
+        return DepthTraining(
+            iterations=self.iterations,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            grad_loss_weight=self.grad_loss_weight,
+        )
+
+
 def learning_rate(step: int, cfg: DepthTraining) -> float:
     """mmcv's linear warm-up (ratio 1e-3) then cosine annealing to 0."""
     warm = int(cfg.warmup_fraction * cfg.iterations)
