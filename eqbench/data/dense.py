@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,68 @@ def read_label_png(path: Path) -> np.ndarray:
         ) from exc
 
 
-class MaskFiles(SegmentationDataset):
+class FilePairs:
+    """A split whose items are pairs of files (an image and its per-pixel map), of which a seeded
+    subset is kept: the common part of :class:`MaskFiles` and
+    :class:`~eqbench.data.depth.DepthFiles`.
+
+    Attributes:
+        pairs: the pairs kept.
+        total: number of pairs in the whole split.
+        paths_hash: :func:`names_digest` of the names of the images of the whole split.
+        n: number of pairs kept, or ``None`` when all are.
+        seed: seed of the subset.
+    """
+
+    name: str
+    root: Path
+    split: str
+    version: int
+    labels: np.ndarray
+    groups: np.ndarray
+    pairs: list[tuple[Path, Path]]
+    total: int
+    paths_hash: str
+    n: int | None
+    seed: int
+
+    def _keep_pairs(
+        self,
+        pairs: list[tuple[Path, Path]],
+        image_name: Callable[[Path], str],
+        n: int | None,
+        seed: int,
+    ) -> None:
+        """Keep a seeded subset of ``n`` of ``pairs`` (all when ``None``), each with label 0.
+
+        ``image_name`` names an image in ``paths_hash``. Raises :class:`DatasetError` when ``n``
+        is negative.
+        """
+        if n is not None and n < 0:
+            raise DatasetError(f"Number of images must be >= 0, got {n}.")
+        self.total = len(pairs)
+        self.paths_hash = names_digest([image_name(image) for image, _ in pairs])
+        keep = seeded_subset(len(pairs), n, seed, self.split)
+        self.n = n if n is not None and n < len(pairs) else None
+        self.seed = seed
+        self.pairs = [pairs[i] for i in keep]
+        self.labels = np.zeros(len(self.pairs), dtype=np.int64)
+        self.groups = np.arange(len(self.pairs), dtype=np.int64)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.root),
+            "split": self.split,
+            "files": self.total,
+            "paths_sha256": self.paths_hash,
+            "n": self.n,
+            "seed": self.seed if self.n is not None else None,
+            "version": self.version,
+        }
+
+
+class MaskFiles(FilePairs, SegmentationDataset):
     """A split given as pairs of image and label-map files (the ADE20K and VOC layouts).
 
     Args:
@@ -177,17 +238,8 @@ class MaskFiles(SegmentationDataset):
         self.classes = list(classes)
         self.num_classes = len(self.classes)
         self.reduce_zero_label = reduce_zero_label
-        self.total = len(pairs)
-        self.paths_hash = names_digest([p.name for p, _ in pairs])
-        if n is not None and n < 0:
-            raise DatasetError(f"Number of images must be >= 0, got {n}.")
-        keep = seeded_subset(len(pairs), n, seed, split)
-        self.n = n if n is not None and n < len(pairs) else None
-        self.seed = seed
         self.version = version
-        self.pairs = [pairs[i] for i in keep]
-        self.labels = np.zeros(len(self.pairs), dtype=np.int64)
-        self.groups = np.arange(len(self.pairs), dtype=np.int64)
+        self._keep_pairs(pairs, lambda image: image.name, n, seed)
 
     def read_mask(self, path: Path) -> np.ndarray:
         """The label map of ``path`` in contiguous classes with ``IGNORE_INDEX``."""
@@ -209,18 +261,6 @@ class MaskFiles(SegmentationDataset):
                 )
             images[row], masks[row] = square_pair(image, mask, size)
         return images, masks
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "path": str(self.root),
-            "split": self.split,
-            "files": self.total,
-            "paths_sha256": self.paths_hash,
-            "n": self.n,
-            "seed": self.seed if self.n is not None else None,
-            "version": self.version,
-        }
 
 
 def check_root(path: str | None, name: str, layout: str) -> Path:

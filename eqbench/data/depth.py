@@ -37,7 +37,6 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +44,7 @@ from PIL import Image
 from torch import Tensor
 
 from eqbench.data.base import DATASETS, ImageDataset, resize_square
-from eqbench.data.dense import check_root, names_digest, read_rgb, seeded_subset
+from eqbench.data.dense import FilePairs, check_root, read_rgb
 from eqbench.errors import DatasetError
 
 #: KITTI's KB crop ``(height, width)``, bottom and centred (toolbox ``kitti.py``).
@@ -147,7 +146,7 @@ def split_pairs(
     return pairs
 
 
-class DepthFiles(DepthDataset):
+class DepthFiles(FilePairs, DepthDataset):
     """A split given as ``(rgb, depth PNG)`` pairs (the NYU and KITTI layouts).
 
     Args:
@@ -177,19 +176,10 @@ class DepthFiles(DepthDataset):
         n: int | None,
         seed: int,
     ) -> None:
-        if n is not None and n < 0:
-            raise DatasetError(f"Number of images must be >= 0, got {n}.")
         self.name, self.root, self.split = name, root, split
         self.depth_scale, self.kb_crop = depth_scale, kb_crop
         self.min_depth, self.max_depth, self.crop = min_depth, max_depth, crop
-        self.total = len(pairs)
-        self.paths_hash = names_digest([str(p.relative_to(root)) for p, _ in pairs])
-        keep = seeded_subset(len(pairs), n, seed, split)
-        self.n = n if n is not None and n < len(pairs) else None
-        self.seed = seed
-        self.pairs = [pairs[i] for i in keep]
-        self.labels = np.zeros(len(self.pairs), dtype=np.int64)
-        self.groups = np.arange(len(self.pairs), dtype=np.int64)
+        self._keep_pairs(pairs, lambda image: str(image.relative_to(root)), n, seed)
         self.classes = ["depth"]
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,18 +193,6 @@ class DepthFiles(DepthDataset):
         if self.kb_crop:
             image, depth = kb_crop(image), kb_crop(depth)
         return image, depth
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "path": str(self.root),
-            "split": self.split,
-            "files": self.total,
-            "paths_sha256": self.paths_hash,
-            "n": self.n,
-            "seed": self.seed if self.n is not None else None,
-            "version": self.version,
-        }
 
 
 def kb_crop(array: np.ndarray) -> np.ndarray:
