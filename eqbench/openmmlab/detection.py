@@ -23,7 +23,7 @@ from eqbench.openmmlab import require_openmmlab
 require_openmmlab()  # a MissingDependencyError naming scripts/build_mmcv.sh, not an ImportError
 from mmengine.config import Config, ConfigDict  # noqa: E402
 
-from eqbench.openmmlab.runner import base_runtime  # noqa: E402
+from eqbench.openmmlab.runner import adamw_optim_wrapper, base_runtime  # noqa: E402
 from eqbench.openmmlab.segmentation import SIZE_DIVISOR, UNIT_RANGE  # noqa: E402
 
 #: mmdet's base Mask R-CNN model config, relative to the installed ``mmdet`` package.
@@ -172,19 +172,7 @@ def detection_config(
             metric=["bbox", "segm"],
             format_only=False,
         ),
-        optim_wrapper=dict(
-            type="OptimWrapper",
-            optimizer=dict(
-                type="AdamW", lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
-            ),
-            paramwise_cfg=dict(
-                custom_keys=dict(
-                    pos_embed=dict(decay_mult=0.0),
-                    cls_token=dict(decay_mult=0.0),
-                    norm=dict(decay_mult=0.0),
-                )
-            ),
-        ),
+        optim_wrapper=adamw_optim_wrapper(cfg.lr, cfg.weight_decay),
         param_scheduler=schedulers,
         train_cfg=dict(
             type="EpochBasedTrainLoop", max_epochs=cfg.epochs, val_interval=cfg.epochs + 1

@@ -195,6 +195,27 @@ def base_runtime(
     )
 
 
+def adamw_optim_wrapper(lr: float, weight_decay: float) -> dict[str, Any]:
+    """The engines' optimiser: AdamW, no weight decay on position embeddings, the CLS token and
+    norms (mmseg's ViT recipe).
+
+    Args:
+        lr: the peak learning rate.
+        weight_decay: AdamW's decoupled weight decay of the other parameters.
+    """
+    return dict(
+        type="OptimWrapper",
+        optimizer=dict(type="AdamW", lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay),
+        paramwise_cfg=dict(
+            custom_keys=dict(
+                pos_embed=dict(decay_mult=0.0),
+                cls_token=dict(decay_mult=0.0),
+                norm=dict(decay_mult=0.0),
+            )
+        ),
+    )
+
+
 def mmengine_launcher() -> str:
     """mmengine's name for how the processes were started: ``slurm`` in a submitit SLURM job
     (submitit exports ``SUBMITIT_EXECUTOR=slurm``), ``pytorch`` otherwise (``torchrun``)."""

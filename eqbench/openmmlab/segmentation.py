@@ -19,7 +19,7 @@ from eqbench.openmmlab import require_openmmlab
 require_openmmlab()  # a MissingDependencyError naming scripts/build_mmcv.sh, not an ImportError
 from mmengine.config import Config, ConfigDict  # noqa: E402
 
-from eqbench.openmmlab.runner import base_runtime  # noqa: E402
+from eqbench.openmmlab.runner import adamw_optim_wrapper, base_runtime  # noqa: E402
 
 #: Mean/std of the data preprocessors: images go to the backbone in [0, 1] (it normalises).
 UNIT_RANGE = {"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
@@ -192,20 +192,7 @@ def segmentation_config(
             **loader,
         ),
         test_evaluator=dict(type="IoUMetric", iou_metrics=["mIoU"]),
-        optim_wrapper=dict(
-            type="OptimWrapper",
-            optimizer=dict(
-                type="AdamW", lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay
-            ),
-            # no decay on position embeddings, CLS token and norms (mmseg's ViT recipe)
-            paramwise_cfg=dict(
-                custom_keys=dict(
-                    pos_embed=dict(decay_mult=0.0),
-                    cls_token=dict(decay_mult=0.0),
-                    norm=dict(decay_mult=0.0),
-                )
-            ),
-        ),
+        optim_wrapper=adamw_optim_wrapper(cfg.lr, cfg.weight_decay),
         param_scheduler=schedulers,
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=cfg.iterations),
         test_cfg=dict(type="TestLoop"),
