@@ -29,7 +29,7 @@ import torch
 from matplotlib.path import Path as PolygonPath
 
 from eqbench.data.base import DATASETS
-from eqbench.data.photos import TEST_PHOTOS, available_photos, load_photo
+from eqbench.data.photos import builtin_count, load_photo, split_photos
 from eqbench.data.shapes import BACKGROUND_GAIN, CLASSES, OUTLINES, SHAPE_SATURATION, SHAPE_VALUE
 from eqbench.data.video import VideoDataset
 from eqbench.errors import DatasetError
@@ -119,13 +119,7 @@ class ShapeClips(VideoDataset):
         self.split = split
         self.n = n
         self.seed = seed
-        self.photos = [p for p in available_photos() if (p in TEST_PHOTOS) == (split == "test")]
-        if not self.photos and n > 0:
-            raise DatasetError(
-                f"None of the built-in {split} photos could be loaded, so 'shape_clips' has no "
-                "backgrounds; see the warnings above. Reinstall scikit-image, scikit-learn and "
-                "matplotlib."
-            )
+        self.photos = split_photos(split, n, "shape_clips")
         self.clips = [self._sample(i) for i in range(n)]
         self.videos = [f"clip{i:04d}" for i in range(n)]
         self.lengths = [FRAMES] * n
@@ -241,9 +235,4 @@ def shape_clips(path: str | None, split: str, n: int | None, seed: int) -> Video
             f"The built-in dataset 'shape_clips' takes no path (got '{path}'). Use --dataset "
             "shape_clips, or davis:PATH for DAVIS-2017."
         )
-    if split not in DEFAULT_N:
-        raise DatasetError(f"Unknown split '{split}'; use train or test.")
-    n = DEFAULT_N[split] if n is None else n
-    if n < 0:
-        raise DatasetError(f"Number of clips must be >= 0, got {n}.")
-    return ShapeClips(split, n, seed)
+    return ShapeClips(split, builtin_count(split, n, DEFAULT_N, "clips"), seed)

@@ -142,6 +142,49 @@ def available_photos() -> tuple[str, ...]:
     return tuple(names)
 
 
+def split_photos(split: str, n: int, dataset: str) -> list[str]:
+    """The built-in photos of ``split`` that load here, in :data:`PHOTO_NAMES` order: those of
+    :data:`TEST_PHOTOS` for ``test``, the others for ``train``.
+
+    Args:
+        split: ``train`` or ``test``.
+        n: number of items of ``dataset`` asked for; none needs no photo.
+        dataset: the built-in dataset drawing from the photos, for the message.
+
+    Raises:
+        DatasetError: no photo of the split loads and ``n > 0``.
+    """
+    names = [name for name in available_photos() if (name in TEST_PHOTOS) == (split == "test")]
+    if not names and n > 0:
+        raise DatasetError(
+            f"None of the built-in {split} photos ({', '.join(TEST_PHOTOS)} for test, the "
+            f"others for train) could be loaded, so '{dataset}' has no photos to draw from; see "
+            "the warnings above. Reinstall scikit-image, scikit-learn and matplotlib, or use "
+            "another dataset."
+        )
+    return names
+
+
+def builtin_count(split: str, n: int | None, default_n: dict[str, int], items: str) -> int:
+    """The number of items a built-in dataset's factory makes: ``n``, or the split's default.
+
+    Args:
+        split: ``train`` or ``test``, the keys of ``default_n``.
+        n: the number asked for (``None``: ``default_n[split]``).
+        default_n: the dataset's default number per split.
+        items: what the dataset's items are called (``photo crops``), for the message.
+
+    Raises:
+        DatasetError: an unknown split or a negative ``n``.
+    """
+    if split not in default_n:
+        raise DatasetError(f"Unknown split '{split}'; use train or test.")
+    n = default_n[split] if n is None else n
+    if n < 0:
+        raise DatasetError(f"Number of {items} must be >= 0, got {n}.")
+    return n
+
+
 def _split_code(split: str) -> int:
     return {"train": 0, "test": 1}[split]
 
@@ -161,15 +204,7 @@ class PhotoCrops(ImageDataset):
         self.n = n
         self.seed = seed
         self.classes = list(PHOTO_NAMES)
-        self.photos = [
-            name for name in available_photos() if (name in TEST_PHOTOS) == (split == "test")
-        ]
-        if not self.photos and n > 0:
-            raise DatasetError(
-                f"None of the built-in {split} photos ({', '.join(TEST_PHOTOS)} for test, the "
-                "others for train) could be loaded; see the warnings above. Reinstall "
-                "scikit-image, scikit-learn and matplotlib, or use another dataset."
-            )
+        self.photos = split_photos(split, n, "photos")
         self.labels, self.boxes = self._sample_boxes()
         self.groups = self.labels.copy()
 
@@ -257,10 +292,4 @@ def photos(path: str | None, split: str, n: int | None, seed: int) -> ImageDatas
         raise DatasetError(
             f"The built-in dataset 'photos' takes no path (got '{path}'). Use --dataset photos."
         )
-    if split not in DEFAULT_N:
-        raise DatasetError(f"Unknown split '{split}'; use train or test.")
-    if n is None:
-        n = DEFAULT_N[split]
-    if n < 0:
-        raise DatasetError(f"Number of photo crops must be >= 0, got {n}.")
-    return PhotoCrops(split, n, seed)
+    return PhotoCrops(split, builtin_count(split, n, DEFAULT_N, "photo crops"), seed)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from eqbench.data.base import DATASETS, resize_square
 from eqbench.data.dense import Instance, SegmentationDataset, mask_box
-from eqbench.data.photos import PHOTO_NAMES, TEST_PHOTOS, available_photos, load_photo
+from eqbench.data.photos import PHOTO_NAMES, builtin_count, load_photo, split_photos
 from eqbench.errors import DatasetError
 
 #: Bumped whenever scene sampling or rendering changes (expires cached features).
@@ -137,13 +137,7 @@ class ShapeScenes(SegmentationDataset):
         self.seed = seed
         self.classes = list(CLASSES)
         self.num_classes = len(CLASSES)
-        self.photos = [p for p in available_photos() if (p in TEST_PHOTOS) == (split == "test")]
-        if not self.photos and n > 0:
-            raise DatasetError(
-                f"None of the built-in {split} photos could be loaded, so 'shapes' has no "
-                "backgrounds; see the warnings above. Reinstall scikit-image, scikit-learn and "
-                "matplotlib."
-            )
+        self.photos = split_photos(split, n, "shapes")
         self.scenes = [self._sample(i) for i in range(n)]
         # one label per scene for the ImageDataset interface: the class of its largest shape
         self.labels = np.array(
@@ -245,9 +239,4 @@ def shapes(path: str | None, split: str, n: int | None, seed: int) -> Segmentati
             "or export it with `eqbench data export shapes` and read it back as coco:DIR or "
             "ade20k:DIR."
         )
-    if split not in DEFAULT_N:
-        raise DatasetError(f"Unknown split '{split}'; use train or test.")
-    n = DEFAULT_N[split] if n is None else n
-    if n < 0:
-        raise DatasetError(f"Number of shape scenes must be >= 0, got {n}.")
-    return ShapeScenes(split, n, seed)
+    return ShapeScenes(split, builtin_count(split, n, DEFAULT_N, "shape scenes"), seed)
