@@ -14,15 +14,14 @@ import torch
 import torch.nn.functional as F
 from cli_helpers import assert_refused_in_one_line, eval_one_result, run_cli
 from PIL import Image
+from protocol_helpers import memory_store, pixel_context
 
 from eqbench.backbones.pixels import PixelEncoder
-from eqbench.checkpoints import LoadedModel
 from eqbench.data import load_dataset
 from eqbench.data.base import DatasetSpec
 from eqbench.data.depth import DepthDataset
 from eqbench.data.scenes import IMAGE_SIZE, camera_rays
 from eqbench.errors import ConfigError
-from eqbench.features.store import FeatureStore
 from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.protocols.depth import DepthLinearConfig
@@ -229,15 +228,9 @@ def test_kitti_layout_loads_with_the_kb_crop(tmp_path: Path) -> None:
     assert depth[-1, 0] == pytest.approx(20.0) and depth.sum() == pytest.approx(20.0)
 
 
-def _store(encoder: torch.nn.Module) -> FeatureStore:
-    return FeatureStore(encoder, "e" * 64, torch.device("cpu"), None, show_progress=False)  # type: ignore[arg-type]
-
-
 def test_nyu_fixture_through_the_protocol(tmp_path: Path) -> None:
     write_nyu(tmp_path)
-    encoder = PixelEncoder(img_size=32, grid=8)
-    model = LoadedModel(model_id="pixels", sha256="p" * 64, encoder=encoder, spec="x", info={})
-    ctx = EvalContext(model, _store(encoder), DatasetSpec.parse(f"nyu:{tmp_path}"), seed=0)
+    ctx = pixel_context(f"nyu:{tmp_path}")
     cfg = DepthLinearConfig(image_size=32, n_train=None, n_test=None, iterations=5, batch_size=2)
     out = PROTOCOLS.get("depth_linear")().run(cfg, ctx)
     assert set(out) == set(PROTOCOLS.get("depth_linear").metrics)
@@ -356,7 +349,7 @@ def test_trained_head_beats_the_mean_depth_on_the_built_in_scenes() -> None:
     """The default task with a random ViT-Ti/16: the linear head against predicting the training
     split's mean depth (measured: RMSE 1.377 against 1.670 m, AbsRel 0.300 against 0.395)."""
     model = load_model("baseline:random:vit_tiny_patch16_224", img_size=224)
-    ctx = EvalContext(model, _store(model.encoder), DatasetSpec.parse("depth_scenes"), seed=0)
+    ctx = EvalContext(model, memory_store(model.encoder), DatasetSpec.parse("depth_scenes"), seed=0)
     out = PROTOCOLS.get("depth_linear")().run(DepthLinearConfig(), ctx)
     assert out["rmse"][0] < out["rmse_mean_depth"][0] - 0.15, out
     assert out["abs_rel"][0] < out["abs_rel_mean_depth"][0], out

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from protocol_helpers import memory_store
 
 from eqbench.backbones.pixels import PixelEncoder
 from eqbench.checkpoints import LoadedModel
 from eqbench.cli import main
 from eqbench.data.base import DatasetSpec
 from eqbench.errors import ConfigError
-from eqbench.features.store import FeatureStore
 from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.protocols.depth import DepthDPTConfig, token_maps
@@ -25,16 +25,14 @@ from eqbench.protocols.depth.head import DepthTraining, train_depth_head
 from eqbench.tables.papers import mapping_lines, table_spec
 
 
-def _store(encoder: torch.nn.Module) -> FeatureStore:
-    return FeatureStore(encoder, "d" * 64, torch.device("cpu"), None, show_progress=False)  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="module")
 def vit_tiny_maps() -> torch.Tensor:
     """Token maps of four blocks of a random ViT-Ti/16 for two 64x96 images: (2, 4·2·192, 4, 6)."""
     model = load_model("baseline:random:vit_tiny_patch16_224", img_size=224)
     torch.manual_seed(0)
-    return token_maps(_store(model.encoder), torch.rand(2, 3, 64, 96), 4, True).clone()
+    return token_maps(
+        memory_store(model.encoder, "d" * 64), torch.rand(2, 3, 64, 96), 4, True
+    ).clone()
 
 
 def test_shapes_through_the_head_for_vit_tiny_with_four_layers(
@@ -160,7 +158,9 @@ def test_a_backbone_without_four_blocks_is_refused_with_the_remedy(spec: str) ->
     else:  # two blocks
         model = load_model("baseline:random:micro_vit", img_size=32)
         encoder = model.encoder
-    ctx = EvalContext(model, _store(encoder), DatasetSpec.parse("depth_scenes"), seed=0)
+    ctx = EvalContext(
+        model, memory_store(encoder, "d" * 64), DatasetSpec.parse("depth_scenes"), seed=0
+    )
     cfg = DepthDPTConfig(image_size=32, n_train=4, n_test=2, iterations=1)
     with pytest.raises(ConfigError, match=r"reads four blocks.*Use depth/linear"):
         PROTOCOLS.get("depth_dpt")().run(cfg, ctx)

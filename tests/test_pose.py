@@ -14,16 +14,13 @@ import pytest
 import torch
 from cli_helpers import assert_refused_in_one_line, eval_one_result, run_cli
 from PIL import Image
+from protocol_helpers import pixel_context
 from scipy.io import savemat
 
-from eqbench.backbones.pixels import PixelEncoder
-from eqbench.checkpoints import LoadedModel
 from eqbench.data import load_dataset
-from eqbench.data.base import DatasetSpec
 from eqbench.data.figures import CANVAS
 from eqbench.data.pose import NUM_JOINTS, PoseDataset, PoseSample, crop_person, head_size
-from eqbench.features.store import FeatureStore
-from eqbench.protocols import PROTOCOLS, EvalContext
+from eqbench.protocols import PROTOCOLS
 from eqbench.protocols.pose import PoseConfig
 from eqbench.protocols.pose.head import PoseHead, PoseTraining, keypoint_mse_loss, learning_rate
 from eqbench.protocols.pose.metrics import PCKhScores, decode_heatmaps, encode_heatmaps
@@ -279,15 +276,9 @@ def test_headbox_entries_stand_in_for_the_mat_file(tmp_path: Path) -> None:
     assert load_dataset(f"mpii:{tmp_path}", "test").sample(0).head_size == pytest.approx(6.0)
 
 
-def _store(encoder: torch.nn.Module) -> FeatureStore:
-    return FeatureStore(encoder, "e" * 64, torch.device("cpu"), None, show_progress=False)  # type: ignore[arg-type]
-
-
 def test_mpii_fixture_through_the_protocol(tmp_path: Path) -> None:
     write_mpii(tmp_path)
-    encoder = PixelEncoder(img_size=32, grid=8)
-    model = LoadedModel(model_id="pixels", sha256="p" * 64, encoder=encoder, spec="x", info={})
-    ctx = EvalContext(model, _store(encoder), DatasetSpec.parse(f"mpii:{tmp_path}"), seed=0)
+    ctx = pixel_context(f"mpii:{tmp_path}")
     cfg = PoseConfig(image_size=32, n_train=None, n_test=None, iterations=3, batch_size=2)
     out = PROTOCOLS.get("pose_heatmap")().run(cfg, ctx)
     assert set(out) == set(PROTOCOLS.get("pose_heatmap").metrics)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from cli_helpers import assert_refused_in_one_line, eval_one_result, run_cli
 from PIL import Image
+from protocol_helpers import memory_store, pixel_context
 from scipy import ndimage
 from skimage.morphology import disk
 
@@ -22,7 +23,6 @@ from eqbench.data import load_dataset
 from eqbench.data.base import DatasetSpec
 from eqbench.data.clips import FRAME_SIZE, FRAMES
 from eqbench.data.video import VideoDataset
-from eqbench.features.store import FeatureStore
 from eqbench.models import load_model
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.protocols.video import (
@@ -287,10 +287,6 @@ def test_labels_to_mask_upsamples_patch_labels() -> None:
     assert torch.equal(ids, expected)
 
 
-def _store(encoder: torch.nn.Module, name: str = "enc") -> FeatureStore:
-    return FeatureStore(encoder, name * 4, torch.device("cpu"), None, show_progress=False)  # type: ignore[arg-type]
-
-
 def test_identical_frames_reproduce_the_first_mask_with_pixel_features() -> None:
     """Default options (7 frames, top-5, radius 12, T = 0.1), raw-pixel patch tokens, one frame
     repeated: two coloured full-height stripes aligned with the 4-px patches on grey. Every
@@ -303,7 +299,9 @@ def test_identical_frames_reproduce_the_first_mask_with_pixel_features() -> None
         first[:, cols[0] : cols[1]] = obj + 1
     frames = np.repeat(frame[None], 10, axis=0)
     cfg = VideoPropagationConfig(image_size=64, side_multiple=16)
-    pred = predict_video(_store(PixelEncoder(img_size=64, grid=16)), frames, first, cfg)
+    pred = predict_video(
+        memory_store(PixelEncoder(img_size=64, grid=16), "enc" * 4), frames, first, cfg
+    )
     for t in range(10):
         np.testing.assert_array_equal(pred[t], first)
 
@@ -316,7 +314,7 @@ def test_identical_frames_reproduce_the_first_labels_with_a_random_vit() -> None
     only where upsampling rounds off the rectangles' corners (one encoded pixel each)."""
     model = load_model("baseline:random:micro_vit", img_size=96)
     patch = model.encoder.patch_size
-    store = _store(model.encoder)
+    store = memory_store(model.encoder, "enc" * 4)
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, size=(48, 80, 3), dtype=np.uint8)
     first = np.zeros((48, 80), dtype=np.int64)
@@ -419,9 +417,7 @@ def test_davis_layout_loads_from_a_fixture(tmp_path: Path) -> None:
 
 def test_davis_fixture_through_the_protocol(tmp_path: Path) -> None:
     write_davis(tmp_path, {"bear": 6})
-    encoder = PixelEncoder(img_size=32, grid=8)
-    model = LoadedModel(model_id="pixels", sha256="p" * 64, encoder=encoder, spec="x", info={})
-    ctx = EvalContext(model, _store(encoder), DatasetSpec.parse(f"davis:{tmp_path}"), seed=0)
+    ctx = pixel_context(f"davis:{tmp_path}", "enc" * 4)
     cfg = VideoPropagationConfig(image_size=24, side_multiple=8, n_test=None)
     out = PROTOCOLS.get("video_propagation")().run(cfg, ctx)
     assert set(out) == set(PROTOCOLS.get("video_propagation").metrics)
@@ -515,7 +511,9 @@ def test_pixels_beat_copying_the_first_mask_on_the_built_in_clips() -> None:
     first annotation to every frame (measured: J&F 0.708 against 0.276)."""
     encoder = PixelEncoder(img_size=144, grid=16)
     model = LoadedModel(model_id="pixels", sha256="p" * 64, encoder=encoder, spec="x", info={})
-    ctx = EvalContext(model, _store(encoder), DatasetSpec.parse("shape_clips"), seed=0)
+    ctx = EvalContext(
+        model, memory_store(encoder, "enc" * 4), DatasetSpec.parse("shape_clips"), seed=0
+    )
     out = PROTOCOLS.get("video_propagation")().run(VideoPropagationConfig(), ctx)
     assert out["jf"][0] > out["jf_copy_first"][0] + 0.3, out
     assert out["j"][0] > out["j_copy_first"][0] + 0.3, out

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
+from protocol_helpers import memory_store, pixel_context
 
 from eqbench.backbones.pixels import PixelEncoder
 from eqbench.checkpoints import LoadedModel
@@ -22,7 +22,6 @@ from eqbench.data.base import DatasetSpec
 from eqbench.data.video import VideoDataset
 from eqbench.data.vip import PART_CLASSES
 from eqbench.errors import DatasetError
-from eqbench.features.store import FeatureStore
 from eqbench.protocols import PROTOCOLS, EvalContext
 from eqbench.protocols.video import VideoPropagationConfig, predict_video
 from eqbench.protocols.video.parsing_metrics import PartIoU, confusion
@@ -71,10 +70,6 @@ def test_perfect_and_copied_predictions() -> None:
 # --- multi-class propagation ----------------------------------------------------------------------
 
 
-def _store(encoder: torch.nn.Module) -> FeatureStore:
-    return FeatureStore(encoder, "v" * 64, torch.device("cpu"), None, show_progress=False)  # type: ignore[arg-type]
-
-
 def test_identical_frames_reproduce_a_multi_class_part_mask() -> None:
     """Four part classes in patch-aligned stripes of distinct colours, the frame repeated:
     every frame's prediction is the first mask, class values kept (not renumbered)."""
@@ -87,7 +82,9 @@ def test_identical_frames_reproduce_a_multi_class_part_mask() -> None:
         first[:, 16 * i : 16 * (i + 1)] = cls
     frames = np.repeat(frame[None], 6, axis=0)
     cfg = VideoPropagationConfig(image_size=64, side_multiple=16)
-    pred = predict_video(_store(PixelEncoder(img_size=64, grid=16)), frames, first, cfg)
+    pred = predict_video(
+        memory_store(PixelEncoder(img_size=64, grid=16), "v" * 64), frames, first, cfg
+    )
     for t in range(6):
         np.testing.assert_array_equal(pred[t], first)
 
@@ -163,9 +160,7 @@ def test_vip_values_outside_the_parts_are_refused(tmp_path: Path) -> None:
 
 def test_vip_fixture_through_the_protocol(tmp_path: Path) -> None:
     write_vip(tmp_path, {"videos1": 6})
-    encoder = PixelEncoder(img_size=32, grid=8)
-    model = LoadedModel(model_id="pixels", sha256="p" * 64, encoder=encoder, spec="x", info={})
-    ctx = EvalContext(model, _store(encoder), DatasetSpec.parse(f"vip:{tmp_path}"), seed=0)
+    ctx = pixel_context(f"vip:{tmp_path}", "v" * 64)
     cfg = VideoPropagationConfig(image_size=24, side_multiple=8, n_test=None)
     protocol = PROTOCOLS.get("video_part_propagation")
     out = protocol().run(cfg, ctx)
@@ -275,7 +270,9 @@ def test_pixels_beat_copying_the_first_mask_on_the_built_in_clips() -> None:
     tokens against copying the first mask (measured: mIoU 0.797 against 0.449)."""
     encoder = PixelEncoder(img_size=144, grid=16)
     model = LoadedModel(model_id="pixels", sha256="p" * 64, encoder=encoder, spec="x", info={})
-    ctx = EvalContext(model, _store(encoder), DatasetSpec.parse("shape_clips"), seed=0)
+    ctx = EvalContext(
+        model, memory_store(encoder, "v" * 64), DatasetSpec.parse("shape_clips"), seed=0
+    )
     out = PROTOCOLS.get("video_part_propagation")().run(VideoPropagationConfig(), ctx)
     assert out["miou"][0] > out["miou_copy_first"][0] + 0.25, out
     assert out["pixel_acc"][0] > out["pixel_acc_copy_first"][0], out
