@@ -130,6 +130,23 @@ def load_dataset(
     return ds
 
 
+def split_size(split: str, n: int | None, default_n: dict[str, int], items: str = "images") -> int:
+    """The item count of a split of a built-in dataset: ``n``, or ``default_n[split]`` when
+    ``None``; refuses an unknown split and a negative ``n``.
+
+    Args:
+        split: the split, one of the keys of ``default_n``.
+        n: the count asked for.
+        default_n: the dataset's count per split.
+        items: what the dataset's items are called (``images``, ``clips``), for the message.
+    """
+    if split not in default_n:
+        raise DatasetError(f"Unknown split '{split}'; use {' or '.join(default_n)}.")
+    if n is not None and n < 0:
+        raise DatasetError(f"Number of {items} must be >= 0, got {n}.")
+    return default_n[split] if n is None else n
+
+
 def generated_split_size(
     name: str, path: str | None, split: str, n: int | None, default_n: dict[str, int]
 ) -> int:
@@ -138,11 +155,7 @@ def generated_split_size(
     ``n``."""
     if path:
         raise DatasetError(f"{name} is built in and takes no PATH; use --dataset {name}.")
-    if split not in default_n:
-        raise DatasetError(f"Unknown split '{split}'; use {' or '.join(default_n)}.")
-    if n is not None and n < 0:
-        raise DatasetError(f"Number of images must be >= 0, got {n}.")
-    return default_n[split] if n is None else n
+    return split_size(split, n, default_n)
 
 
 def generated_sample_rng(seed: int, split: str, index: int, version: int) -> np.random.Generator:

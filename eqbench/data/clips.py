@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from matplotlib.path import Path as PolygonPath
 
-from eqbench.data.base import DATASETS
-from eqbench.data.photos import builtin_count, load_photo, split_photos
+from eqbench.data.base import DATASETS, split_size
+from eqbench.data.photos import load_photo, split_photos
 from eqbench.data.shapes import BACKGROUND_GAIN, CLASSES, OUTLINES, SHAPE_SATURATION, SHAPE_VALUE
 from eqbench.data.video import VideoDataset
 from eqbench.errors import DatasetError
@@ -235,4 +235,4 @@ def shape_clips(path: str | None, split: str, n: int | None, seed: int) -> Video
             f"The built-in dataset 'shape_clips' takes no path (got '{path}'). Use --dataset "
             "shape_clips, or davis:PATH for DAVIS-2017."
         )
-    return ShapeClips(split, builtin_count(split, n, DEFAULT_N, "clips"), seed)
+    return ShapeClips(split, split_size(split, n, DEFAULT_N, "clips"), seed)

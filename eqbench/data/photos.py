@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eqbench.data.base import DATASETS, ImageDataset, parallel_rows, resize_box
+from eqbench.data.base import DATASETS, ImageDataset, parallel_rows, resize_box, split_size
 from eqbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -165,26 +165,6 @@ def split_photos(split: str, n: int, dataset: str) -> list[str]:
     return names
 
 
-def builtin_count(split: str, n: int | None, default_n: dict[str, int], items: str) -> int:
-    """The number of items a built-in dataset's factory makes: ``n``, or the split's default.
-
-    Args:
-        split: ``train`` or ``test``, the keys of ``default_n``.
-        n: the number asked for (``None``: ``default_n[split]``).
-        default_n: the dataset's default number per split.
-        items: what the dataset's items are called (``photo crops``), for the message.
-
-    Raises:
-        DatasetError: an unknown split or a negative ``n``.
-    """
-    if split not in default_n:
-        raise DatasetError(f"Unknown split '{split}'; use train or test.")
-    n = default_n[split] if n is None else n
-    if n < 0:
-        raise DatasetError(f"Number of {items} must be >= 0, got {n}.")
-    return n
-
-
 def _split_code(split: str) -> int:
     return {"train": 0, "test": 1}[split]
 
@@ -292,4 +272,4 @@ def photos(path: str | None, split: str, n: int | None, seed: int) -> ImageDatas
         raise DatasetError(
             f"The built-in dataset 'photos' takes no path (got '{path}'). Use --dataset photos."
         )
-    return PhotoCrops(split, builtin_count(split, n, DEFAULT_N, "photo crops"), seed)
+    return PhotoCrops(split, split_size(split, n, DEFAULT_N, "photo crops"), seed)

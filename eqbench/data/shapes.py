@@ -33,9 +33,9 @@ import torch
 from matplotlib.path import Path as PolygonPath
 from torch import Tensor
 
-from eqbench.data.base import DATASETS, resize_square
+from eqbench.data.base import DATASETS, resize_square, split_size
 from eqbench.data.dense import Instance, SegmentationDataset, mask_box
-from eqbench.data.photos import PHOTO_NAMES, builtin_count, load_photo, split_photos
+from eqbench.data.photos import PHOTO_NAMES, load_photo, split_photos
 from eqbench.errors import DatasetError
 
 #: Bumped whenever scene sampling or rendering changes (expires cached features).
@@ -239,4 +239,4 @@ def shapes(path: str | None, split: str, n: int | None, seed: int) -> Segmentati
             "or export it with `eqbench data export shapes` and read it back as coco:DIR or "
             "ade20k:DIR."
         )
-    return ShapeScenes(split, builtin_count(split, n, DEFAULT_N, "shape scenes"), seed)
+    return ShapeScenes(split, split_size(split, n, DEFAULT_N, "shape scenes"), seed)
