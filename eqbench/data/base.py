@@ -158,6 +158,28 @@ def generated_split_size(
     return split_size(split, n, default_n)
 
 
+def seeded_subset(total: int, n: int | None, seed: int, split: str) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``n`` of ``total`` items (all when ``None``)."""
+    if n is None or n >= total:
+        return np.arange(total)
+    rng = np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, int(split == "test")])
+    return np.sort(rng.choice(total, size=n, replace=False))
+
+
+def kept_subset(
+    total: int, n: int | None, seed: int, split: str, items: str = "images"
+) -> tuple[np.ndarray, int | None]:
+    """The :func:`seeded_subset` of ``n`` of a split's ``total`` items, and the ``n`` a dataset
+    records: ``n``, or ``None`` when the whole split is kept.
+
+    Raises:
+        DatasetError: ``n`` is negative (the message calls the items ``items``).
+    """
+    if n is not None and n < 0:
+        raise DatasetError(f"Number of {items} must be >= 0, got {n}.")
+    return seeded_subset(total, n, seed, split), n if n is not None and n < total else None
+
+
 def generated_sample_rng(seed: int, split: str, index: int, version: int) -> np.random.Generator:
     """The generator of image ``index`` of a generated dataset's split: a stream per (seed, split,
     index, generator version), so train and test never share an image and any image renders

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eqbench.data.base import DATASETS, resize_square
+from eqbench.data.base import DATASETS, kept_subset, resize_square
 from eqbench.data.dense import (
     IGNORE_INDEX,
     Instance,
@@ -31,7 +31,6 @@ from eqbench.data.dense import (
     check_root,
     names_digest,
     read_rgb,
-    seeded_subset,
     square_pair,
 )
 from eqbench.errors import DatasetError
@@ -128,10 +127,7 @@ class CocoInstances(SegmentationDataset):
                 by_image[int(ann["image_id"])].append(ann)
         self.total = len(images)
         self.paths_hash = names_digest([str(im["file_name"]) for im in images])
-        if n is not None and n < 0:
-            raise DatasetError(f"Number of images must be >= 0, got {n}.")
-        keep = seeded_subset(len(images), n, seed, split)
-        self.n = n if n is not None and n < len(images) else None
+        keep, self.n = kept_subset(len(images), n, seed, split)
         self.images = [images[i] for i in keep]
         self.annotations = [by_image[int(im["id"])] for im in self.images]
         self.labels = np.zeros(len(self.images), dtype=np.int64)

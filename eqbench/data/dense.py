@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from eqbench.data.base import ImageDataset
+from eqbench.data.base import ImageDataset, kept_subset
 from eqbench.errors import DatasetError
 
 #: Mask value of pixels that are not scored (VOC boundaries, ADE20K "other", COCO crowds).
@@ -105,14 +105,6 @@ def square_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[Tensor,
     return img.round().clamp(0, 255).to(torch.uint8), msk.round().to(torch.int64)
 
 
-def seeded_subset(total: int, n: int | None, seed: int, split: str) -> np.ndarray:
-    """Sorted indices of a seeded random subset of ``n`` of ``total`` items (all when ``None``)."""
-    if n is None or n >= total:
-        return np.arange(total)
-    rng = np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, int(split == "test")])
-    return np.sort(rng.choice(total, size=n, replace=False))
-
-
 def names_digest(names: Sequence[str]) -> str:
     """A short hash of a list of file names (for fingerprints)."""
     return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
@@ -181,12 +173,9 @@ class FilePairs:
         ``image_name`` names an image in ``paths_hash``. Raises :class:`DatasetError` when ``n``
         is negative.
         """
-        if n is not None and n < 0:
-            raise DatasetError(f"Number of images must be >= 0, got {n}.")
+        keep, self.n = kept_subset(len(pairs), n, seed, self.split)
         self.total = len(pairs)
         self.paths_hash = names_digest([image_name(image) for image, _ in pairs])
-        keep = seeded_subset(len(pairs), n, seed, self.split)
-        self.n = n if n is not None and n < len(pairs) else None
         self.seed = seed
         self.pairs = [pairs[i] for i in keep]
         self.labels = np.zeros(len(self.pairs), dtype=np.int64)

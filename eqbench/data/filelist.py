@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from eqbench.data.base import ImageDataset
+from eqbench.data.base import ImageDataset, kept_subset
 from eqbench.data.imagefolder import files_digest, read_images, read_whole_images
 from eqbench.errors import DatasetError
 
@@ -84,15 +84,7 @@ class FileList(ImageDataset):
         for file, label in zip(files, all_labels.tolist(), strict=True):
             listing.update(f"{file}\0{label}\n".encode())
         self.listing_hash = listing.hexdigest()[:16]
-        keep = np.arange(len(files))
-        if n is not None and n < 0:
-            raise DatasetError(f"Number of images must be >= 0, got {n}.")
-        if n is not None and n < len(files):
-            rng = np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, int(split == "test")])
-            keep = np.sort(rng.choice(len(files), size=n, replace=False))
-        else:
-            n = None  # the whole split
-        self.n = n
+        keep, self.n = kept_subset(len(files), n, seed, split)
         self.files = [files[int(i)] for i in keep]
         self.labels = all_labels[keep]
         self.groups = np.arange(len(self.files), dtype=np.int64)

@@ -29,7 +29,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from eqbench.data.base import DATASETS, ImageDataset, parallel_rows, resize_square
+from eqbench.data.base import DATASETS, ImageDataset, kept_subset, parallel_rows, resize_square
 from eqbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -216,15 +216,7 @@ class ImageFolder(ImageDataset):
         files, labels = self._scan()
         self.total = len(files)
         self.paths_hash = hashlib.sha256("\n".join(files).encode()).hexdigest()[:16]
-        keep = np.arange(len(files))
-        if n is not None and n < 0:
-            raise DatasetError(f"Number of images must be >= 0, got {n}.")
-        if n is not None and n < len(files):
-            rng = np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, int(split == "test")])
-            keep = np.sort(rng.choice(len(files), size=n, replace=False))
-        else:
-            n = None  # the whole split
-        self.n = n
+        keep, self.n = kept_subset(len(files), n, seed, split)
         self.files = [files[i] for i in keep]
         self.labels = np.asarray(labels, dtype=np.int64)[keep]
         self.groups = np.arange(len(self.files), dtype=np.int64)

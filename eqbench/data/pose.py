@@ -42,8 +42,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from eqbench.data.base import DATASETS, ImageDataset
-from eqbench.data.dense import check_root, names_digest, read_rgb, seeded_subset
+from eqbench.data.base import DATASETS, ImageDataset, kept_subset
+from eqbench.data.dense import check_root, names_digest, read_rgb
 from eqbench.errors import DatasetError
 
 #: MPII's scale unit: ``scale`` is the person's height in units of 200 pixels.
@@ -309,13 +309,11 @@ class MpiiFiles(PoseDataset):
     def __init__(
         self, root: Path, split: str, entries: list[MpiiEntry], n: int | None, seed: int
     ) -> None:
-        if n is not None and n < 0:
-            raise DatasetError(f"Number of people must be >= 0, got {n}.")
+        keep, self.n = kept_subset(len(entries), n, seed, split, "people")
         self.name, self.root, self.split, self.seed = "mpii", root, split, seed
         self.total = len(entries)
         self.paths_hash = names_digest([str(e.image.relative_to(root)) for e in entries])
-        self.entries = [entries[i] for i in seeded_subset(len(entries), n, seed, split)]
-        self.n = n if n is not None and n < len(entries) else None
+        self.entries = [entries[i] for i in keep]
         self.labels = np.zeros(len(self.entries), dtype=np.int64)
         self.groups = np.arange(len(self.entries), dtype=np.int64)
         self.classes = ["person"]
