@@ -16,12 +16,11 @@ is checked from file names, so bad input fails before any model is loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from eqbench.data.base import DATASETS
-from eqbench.data.dense import check_root, names_digest, read_label_png
+from eqbench.data.dense import check_root, read_label_png
 from eqbench.data.listed_videos import ListedVideos, pair_annotations
 from eqbench.data.video import VideoDataset
 from eqbench.errors import DatasetError
@@ -88,13 +87,7 @@ class DavisVideos(ListedVideos):
         return read_label_png(self.files[video][1][t])
 
     def masks(self, video: int) -> np.ndarray:
-        masks = [self.mask(video, t) for t in range(self.lengths[video])]
-        shapes = {m.shape for m in masks}
-        if len(shapes) > 1:
-            raise DatasetError(
-                f"The annotations of '{self.videos[video]}' differ in size ({sorted(shapes)}). "
-                "Replace them with the 480p annotations."
-            )
+        masks = self._same_size_masks(video, "Replace them with the 480p annotations.")
         if int(masks[0][masks[0] != 255].max(initial=0)) == 0:
             raise DatasetError(
                 f"The first annotation of '{self.videos[video]}' "
@@ -102,18 +95,6 @@ class DavisVideos(ListedVideos):
                 "propagate. Restore it or remove the sequence from the list."
             )
         return np.stack(masks)
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "path": str(self.root),
-            "split": self.split,
-            "sequences": self.total,
-            "frames": int(sum(self.lengths)),
-            "names_sha256": names_digest(self.videos),
-            "n": self.n,
-            "version": self.version,
-        }
 
 
 @DATASETS.register(

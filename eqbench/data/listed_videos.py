@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from eqbench.data.dense import read_rgb
+from eqbench.data.dense import names_digest, read_rgb
 from eqbench.data.video import VideoDataset
 from eqbench.errors import DatasetError
 
@@ -55,11 +56,17 @@ class ListedVideos(VideoDataset):
     """Videos named in a list file, their frames and annotations as files.
 
     Attributes:
+        root: the dataset's folder.
+        version: the loader's version (fingerprint).
+        noun: what the dataset calls a video (``sequence``, ``video``).
         total: number of videos in the list.
         n: the number of videos kept, or ``None`` when all are.
         files: the frames and the annotations of each kept video.
     """
 
+    root: Path
+    version: int
+    noun: str
     total: int
     n: int | None
     files: list[tuple[list[Path], list[Path]]]
@@ -73,10 +80,11 @@ class ListedVideos(VideoDataset):
     ) -> None:
         """Keep the first ``n`` of the listed ``names`` (all when ``None``), with their ``files``.
 
-        ``noun`` is what the dataset calls a video, for the messages.
+        ``noun`` is what the dataset calls a video, for the messages and the fingerprint.
         """
         if n is not None and n < 0:
             raise DatasetError(f"Number of {noun}s must be >= 0, got {n}.")
+        self.noun = noun
         self.total = len(names)
         self.n = n if n is not None and n < len(names) else None
         self.videos = names if self.n is None else names[: self.n]
@@ -86,3 +94,27 @@ class ListedVideos(VideoDataset):
 
     def frame(self, video: int, t: int) -> np.ndarray:
         return read_rgb(self.files[video][0][t])
+
+    def _same_size_masks(self, video: int, remedy: str) -> list[np.ndarray]:
+        """Every annotation of ``video``, checked to be of one size; ``remedy`` ends the message
+        when they are not."""
+        masks = [self.mask(video, t) for t in range(self.lengths[video])]
+        shapes = {m.shape for m in masks}
+        if len(shapes) > 1:
+            raise DatasetError(
+                f"The annotations of '{self.videos[video]}' differ in size ({sorted(shapes)}). "
+                f"{remedy}"
+            )
+        return masks
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.root),
+            "split": self.split,
+            f"{self.noun}s": self.total,
+            "frames": int(sum(self.lengths)),
+            "names_sha256": names_digest(self.videos),
+            "n": self.n,
+            "version": self.version,
+        }

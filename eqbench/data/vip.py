@@ -22,12 +22,11 @@ is loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from eqbench.data.base import DATASETS
-from eqbench.data.dense import check_root, names_digest, read_label_png
+from eqbench.data.dense import check_root, read_label_png
 from eqbench.data.listed_videos import ListedVideos, pair_annotations
 from eqbench.data.video import VideoDataset
 from eqbench.errors import DatasetError
@@ -123,26 +122,7 @@ class VipVideos(ListedVideos):
         return mask
 
     def masks(self, video: int) -> np.ndarray:
-        masks = [self.mask(video, t) for t in range(self.lengths[video])]
-        shapes = {m.shape for m in masks}
-        if len(shapes) > 1:
-            raise DatasetError(
-                f"The annotations of '{self.videos[video]}' differ in size ({sorted(shapes)}). "
-                "Use annotations of the frames' size."
-            )
-        return np.stack(masks)
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "path": str(self.root),
-            "split": self.split,
-            "videos": self.total,
-            "frames": int(sum(self.lengths)),
-            "names_sha256": names_digest(self.videos),
-            "n": self.n,
-            "version": self.version,
-        }
+        return np.stack(self._same_size_masks(video, "Use annotations of the frames' size."))
 
 
 @DATASETS.register("vip", description=_DESCRIPTIONS["vip"])
