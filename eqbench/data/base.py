@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -128,6 +129,17 @@ def load_dataset(
             "(`eqbench ls datasets` describes each layout)."
         )
     return ds
+
+
+def check_root(path: str | None, name: str, layout: str) -> Path:
+    """The resolved dataset root of ``NAME:PATH``, or a :class:`DatasetError` naming the layout."""
+    if not path:
+        raise DatasetError(f"The {name} dataset needs a path: --dataset {name}:PATH. {layout}")
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"Dataset folder '{root}' {what}. {layout}")
+    return root
 
 
 def split_size(split: str, n: int | None, default_n: dict[str, int], items: str = "images") -> int:

@@ -23,12 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eqbench.data.base import DATASETS, kept_subset, resize_square
+from eqbench.data.base import DATASETS, check_root, kept_subset, resize_square
 from eqbench.data.dense import (
     IGNORE_INDEX,
     Instance,
     SegmentationDataset,
-    check_root,
     names_digest,
     read_rgb,
     square_pair,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eqbench.data.base import DATASETS
-from eqbench.data.dense import check_root, read_label_png
+from eqbench.data.base import DATASETS, check_root
+from eqbench.data.dense import read_label_png
 from eqbench.data.listed_videos import ListedVideos, pair_annotations
 from eqbench.data.video import VideoDataset
 from eqbench.errors import DatasetError

@@ -250,14 +250,3 @@ class MaskFiles(FilePairs, SegmentationDataset):
                 )
             images[row], masks[row] = square_pair(image, mask, size)
         return images, masks
-
-
-def check_root(path: str | None, name: str, layout: str) -> Path:
-    """The resolved dataset root of ``NAME:PATH``, or a :class:`DatasetError` naming the layout."""
-    if not path:
-        raise DatasetError(f"The {name} dataset needs a path: --dataset {name}:PATH. {layout}")
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        what = "is not a folder" if root.exists() else "does not exist"
-        raise DatasetError(f"Dataset folder '{root}' {what}. {layout}")
-    return root

@@ -43,8 +43,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from eqbench.data.base import DATASETS, ImageDataset, resize_square
-from eqbench.data.dense import FilePairs, check_root, read_rgb
+from eqbench.data.base import DATASETS, ImageDataset, check_root, resize_square
+from eqbench.data.dense import FilePairs, read_rgb
 from eqbench.errors import DatasetError
 
 #: KITTI's KB crop ``(height, width)``, bottom and centred (toolbox ``kitti.py``).

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from eqbench.data.base import ImageDataset, kept_subset
+from eqbench.data.base import ImageDataset, check_root, kept_subset
 from eqbench.data.imagefolder import files_digest, read_images, read_whole_images
 from eqbench.errors import DatasetError
 
@@ -128,12 +128,7 @@ def resolve_root(path: str | None, name: str, subfolder: str, marker: str, layou
         DatasetError: no path, a missing folder, or no ``marker`` in either place; the message
             names the expected layout.
     """
-    if not path:
-        raise DatasetError(f"The {name} dataset needs a path: --dataset {name}:PATH. {layout}")
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        what = "is not a folder" if root.exists() else "does not exist"
-        raise DatasetError(f"Dataset folder '{root}' {what}. {layout}")
+    root = check_root(path, name, layout)
     for folder in (root, root / subfolder):
         if (folder / marker).exists():
             return folder

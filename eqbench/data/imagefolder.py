@@ -29,7 +29,14 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from eqbench.data.base import DATASETS, ImageDataset, kept_subset, parallel_rows, resize_square
+from eqbench.data.base import (
+    DATASETS,
+    ImageDataset,
+    check_root,
+    kept_subset,
+    parallel_rows,
+    resize_square,
+)
 from eqbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -281,12 +288,6 @@ class ImageFolder(ImageDataset):
 )
 def imagefolder(path: str | None, split: str, n: int | None, seed: int) -> ImageDataset:
     """Factory of ``imagefolder:PATH``."""
-    if not path:
-        raise DatasetError(f"The imagefolder dataset needs a path. {_LAYOUT}")
     if split not in ("train", "test"):
         raise DatasetError(f"Unknown split '{split}'; use train or test.")
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        what = "is not a folder" if root.exists() else "does not exist"
-        raise DatasetError(f"Dataset folder '{root}' {what}. {_LAYOUT}")
-    return ImageFolder(root, split, n, seed)
+    return ImageFolder(check_root(path, "imagefolder", _LAYOUT), split, n, seed)

@@ -25,7 +25,7 @@ import os
 import re
 from pathlib import Path
 
-from eqbench.data.base import DATASETS, ImageDataset
+from eqbench.data.base import DATASETS, ImageDataset, check_root
 from eqbench.data.filelist import FileList
 from eqbench.data.imagefolder import _class_dirs, _image_files, _is_image
 from eqbench.errors import DatasetError
@@ -148,14 +148,9 @@ def _class_folders(root: Path, split_dir: str, classes: list[str]) -> tuple[list
 @DATASETS.register("imagenet", description=_DESCRIPTIONS["imagenet"])
 def imagenet(path: str | None, split: str, n: int | None, seed: int) -> ImageDataset:
     """Factory of ``imagenet:PATH``."""
-    if not path:
-        raise DatasetError(f"The imagenet dataset needs a path: --dataset imagenet:PATH. {_LAYOUT}")
     if split not in ("train", "test"):
         raise DatasetError(f"Unknown split '{split}'; use train or test.")
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        what = "is not a folder" if root.exists() else "does not exist"
-        raise DatasetError(f"Dataset folder '{root}' {what}. {_LAYOUT}")
+    root = check_root(path, "imagenet", _LAYOUT)
     for sub in ("train", "val"):
         if not (root / sub).is_dir():
             raise DatasetError(f"imagenet: '{root / sub}' is missing. {_LAYOUT}")

@@ -42,8 +42,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from eqbench.data.base import DATASETS, ImageDataset, kept_subset
-from eqbench.data.dense import check_root, names_digest, read_rgb
+from eqbench.data.base import DATASETS, ImageDataset, check_root, kept_subset
+from eqbench.data.dense import names_digest, read_rgb
 from eqbench.errors import DatasetError
 
 #: MPII's scale unit: ``scale`` is the person's height in units of 200 pixels.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eqbench.data.base import DATASETS
-from eqbench.data.dense import MaskFiles, SegmentationDataset, check_root
+from eqbench.data.base import DATASETS, check_root
+from eqbench.data.dense import MaskFiles, SegmentationDataset
 from eqbench.errors import DatasetError
 
 SPLITS = {"train": "train", "test": "val"}
