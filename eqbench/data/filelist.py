@@ -29,6 +29,9 @@ from eqbench.errors import DatasetError
 #: 1: first version.
 VERSION = 1
 
+#: ``(files, labels, classes, sources)`` of a split, as the datasets' split readers return them.
+Listing = tuple[list[str], list[int], list[str], list[str]]
+
 
 class FileList(ImageDataset):
     """One split of a dataset given as image files (relative to ``folder``) and labels.
@@ -118,6 +121,48 @@ class FileList(ImageDataset):
             "seed": self.seed if self.n is not None else None,
             "version": VERSION,
         }
+
+
+def listed_split(
+    name: str,
+    split: str,
+    root: Path,
+    listing: Listing,
+    official_split: str,
+    n: int | None,
+    seed: int,
+    *,
+    check_files: bool = True,
+) -> FileList:
+    """The :class:`FileList` of ``split`` whose ``listing`` names images relative to ``root``.
+
+    Args:
+        name: registry name.
+        split: ``train`` or ``test``.
+        root: the dataset root, also the folder the listed files are relative to.
+        listing: ``(files, labels, classes, sources)`` of the split.
+        official_split: the official split(s) ``split`` is made of.
+        n: keep a seeded random subset of this many samples; ``None`` keeps all.
+        seed: seed of the subset.
+        check_files: first refuse a listed image that does not exist
+            (:func:`check_listed_files`); off where the files were found by walking folders.
+    """
+    files, labels, classes, sources = listing
+    if check_files:
+        check_listed_files(name, root, files, " / ".join(sources))
+    return FileList(
+        name=name,
+        split=split,
+        root=root,
+        folder=root,
+        files=files,
+        labels=labels,
+        classes=classes,
+        sources=sources,
+        official_split=official_split,
+        n=n,
+        seed=seed,
+    )
 
 
 def resolve_root(path: str | None, name: str, subfolder: str, marker: str, layout: str) -> Path:

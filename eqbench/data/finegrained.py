@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from eqbench.data.base import DATASETS, ImageDataset
-from eqbench.data.filelist import FileList, check_listed_files, require, resolve_root
+from eqbench.data.filelist import listed_split, require, resolve_root
 from eqbench.errors import DatasetError
 
 AIRCRAFT_LAYOUT = (
@@ -239,21 +239,7 @@ def _open(
 ) -> ImageDataset:
     _check_split(split)
     root = resolve_root(path, name, subfolder, marker, layout)
-    files, labels, classes, sources = reader(root, split)
-    check_listed_files(name, root, files, " / ".join(sources))
-    return FileList(
-        name=name,
-        split=split,
-        root=root,
-        folder=root,
-        files=files,
-        labels=labels,
-        classes=classes,
-        sources=sources,
-        official_split=official[split],
-        n=n,
-        seed=seed,
-    )
+    return listed_split(name, split, root, reader(root, split), official[split], n, seed)
 
 
 @DATASETS.register("aircraft", description=_DESCRIPTIONS["aircraft"])

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from eqbench.data.base import DATASETS, ImageDataset, check_root
-from eqbench.data.filelist import FileList
+from eqbench.data.filelist import listed_split
 from eqbench.data.imagefolder import _class_dirs, _image_files, _is_image
 from eqbench.errors import DatasetError
 
@@ -164,16 +164,7 @@ def imagenet(path: str | None, split: str, n: int | None, seed: int) -> ImageDat
         files, labels = _class_folders(root, "val", classes)
     else:
         files, labels, sources = _flat_val(root, classes)
-    return FileList(
-        name="imagenet",
-        split=split,
-        root=root,
-        folder=root,
-        files=files,
-        labels=labels,
-        classes=classes,
-        sources=sources,
-        official_split="train" if split == "train" else "val",
-        n=n,
-        seed=seed,
-    )
+    official = "train" if split == "train" else "val"
+    listing = (files, labels, classes, sources)
+    # the files were found by listing the folders: no need to check that they exist
+    return listed_split("imagenet", split, root, listing, official, n, seed, check_files=False)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from eqbench.data.base import DATASETS, ImageDataset
-from eqbench.data.filelist import FileList, check_listed_files, resolve_root
+from eqbench.data.filelist import listed_split, resolve_root
 from eqbench.errors import DatasetError
 
 YEARS = ("2018", "2019")
@@ -112,26 +112,14 @@ def _open(year: str, path: str | None, split: str, n: int | None, seed: int) -> 
     name = f"inat{year}"
     root = resolve_root(path, name, f"inat{year}", f"train{year}.json", _layout(year))
     try:
-        files, labels, classes, sources = inat_split(root, split, year)
+        listing = inat_split(root, split, year)
     except (KeyError, TypeError, ValueError) as exc:  # an entry without id / category_id / ...
         raise DatasetError(
             f"{name}: a split file in '{root}' has a malformed entry ({type(exc).__name__}: "
             f"{exc}). {_layout(year)}"
         ) from None
-    check_listed_files(name, root, files, " / ".join(sources))
-    return FileList(
-        name=name,
-        split=split,
-        root=root,
-        folder=root,
-        files=files,
-        labels=labels,
-        classes=classes,
-        sources=sources,
-        official_split="train" if split == "train" else "val",
-        n=n,
-        seed=seed,
-    )
+    official = "train" if split == "train" else "val"
+    return listed_split(name, split, root, listing, official, n, seed)
 
 
 @DATASETS.register("inat2018", description=_DESCRIPTIONS["inat2018"])
