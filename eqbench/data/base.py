@@ -142,6 +142,22 @@ def check_root(path: str | None, name: str, layout: str) -> Path:
     return root
 
 
+def refuse_path(name: str, path: str | None, alternative: str = "") -> None:
+    """Raise :class:`DatasetError` when the built-in dataset ``name`` is given a ``path``.
+
+    Args:
+        name: registry name of the built-in dataset.
+        path: the ``PATH`` of ``NAME:PATH``; ``None`` when there was none.
+        alternative: what else to do, appended to the remedy ``Use --dataset NAME``
+            (``", or davis:PATH for DAVIS-2017"``).
+    """
+    if path is not None:
+        raise DatasetError(
+            f"The built-in dataset '{name}' takes no path (got '{path}'). "
+            f"Use --dataset {name}{alternative}."
+        )
+
+
 def split_size(split: str, n: int | None, default_n: dict[str, int], items: str = "images") -> int:
     """The item count of a split of a built-in dataset: ``n``, or ``default_n[split]`` when
     ``None``; refuses an unknown split and a negative ``n``.

@@ -28,11 +28,10 @@ import numpy as np
 import torch
 from matplotlib.path import Path as PolygonPath
 
-from eqbench.data.base import DATASETS, split_size
+from eqbench.data.base import DATASETS, refuse_path, split_size
 from eqbench.data.photos import load_photo, split_photos
 from eqbench.data.shapes import BACKGROUND_GAIN, CLASSES, OUTLINES, SHAPE_SATURATION, SHAPE_VALUE
 from eqbench.data.video import VideoDataset
-from eqbench.errors import DatasetError
 
 #: Bumped whenever clip sampling or rendering changes (expires cached features).
 GENERATOR_VERSION = 1
@@ -230,9 +229,5 @@ class ShapeClips(VideoDataset):
 )
 def shape_clips(path: str | None, split: str, n: int | None, seed: int) -> VideoDataset:
     """Factory of the built-in ``shape_clips`` dataset (``path`` must be ``None``)."""
-    if path is not None:
-        raise DatasetError(
-            f"The built-in dataset 'shape_clips' takes no path (got '{path}'). Use --dataset "
-            "shape_clips, or davis:PATH for DAVIS-2017."
-        )
+    refuse_path("shape_clips", path, ", or davis:PATH for DAVIS-2017")
     return ShapeClips(split, split_size(split, n, DEFAULT_N, "clips"), seed)

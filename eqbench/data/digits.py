@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eqbench.data.base import DATASETS, ImageDataset, resize_square
+from eqbench.data.base import DATASETS, ImageDataset, refuse_path, resize_square
 from eqbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -89,10 +89,7 @@ class Digits(ImageDataset):
 )
 def digits(path: str | None, split: str, n: int | None, seed: int) -> ImageDataset:
     """Factory of the built-in ``digits`` dataset (``path`` must be ``None``; n, seed ignored)."""
-    if path is not None:
-        raise DatasetError(
-            f"The built-in dataset 'digits' takes no path (got '{path}'). Use --dataset digits."
-        )
+    refuse_path("digits", path)
     if split not in ("train", "test"):
         raise DatasetError(f"Unknown split '{split}'; use train or test.")
     if n is not None:

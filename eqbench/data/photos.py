@@ -29,7 +29,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eqbench.data.base import DATASETS, ImageDataset, parallel_rows, resize_box, split_size
+from eqbench.data.base import (
+    DATASETS,
+    ImageDataset,
+    parallel_rows,
+    refuse_path,
+    resize_box,
+    split_size,
+)
 from eqbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -268,8 +275,5 @@ class PhotoCrops(ImageDataset):
 )
 def photos(path: str | None, split: str, n: int | None, seed: int) -> ImageDataset:
     """Factory of the built-in ``photos`` dataset (``path`` must be ``None``)."""
-    if path is not None:
-        raise DatasetError(
-            f"The built-in dataset 'photos' takes no path (got '{path}'). Use --dataset photos."
-        )
+    refuse_path("photos", path)
     return PhotoCrops(split, split_size(split, n, DEFAULT_N, "photo crops"), seed)

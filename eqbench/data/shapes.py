@@ -33,10 +33,9 @@ import torch
 from matplotlib.path import Path as PolygonPath
 from torch import Tensor
 
-from eqbench.data.base import DATASETS, resize_square, split_size
+from eqbench.data.base import DATASETS, refuse_path, resize_square, split_size
 from eqbench.data.dense import Instance, SegmentationDataset, mask_box
 from eqbench.data.photos import PHOTO_NAMES, load_photo, split_photos
-from eqbench.errors import DatasetError
 
 #: Bumped whenever scene sampling or rendering changes (expires cached features).
 GENERATOR_VERSION = 2
@@ -233,10 +232,10 @@ class ShapeScenes(SegmentationDataset):
 )
 def shapes(path: str | None, split: str, n: int | None, seed: int) -> SegmentationDataset:
     """Factory of the built-in ``shapes`` dataset (``path`` must be ``None``)."""
-    if path is not None:
-        raise DatasetError(
-            f"The built-in dataset 'shapes' takes no path (got '{path}'). Use --dataset shapes, "
-            "or export it with `eqbench data export shapes` and read it back as coco:DIR or "
-            "ade20k:DIR."
-        )
+    refuse_path(
+        "shapes",
+        path,
+        ", or export it with `eqbench data export shapes` and read it back as coco:DIR or "
+        "ade20k:DIR",
+    )
     return ShapeScenes(split, split_size(split, n, DEFAULT_N, "shape scenes"), seed)
