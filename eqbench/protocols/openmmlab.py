@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,29 @@ def _work_dir(stack: ExitStack, configured: str | None) -> Path:
     return _temp_dir(stack)
 
 
+def _finetune_and_test(
+    cfg: SegmentationFinetuneConfig | DetectionMmdetConfig,
+    ctx: EvalContext,
+    export: Callable[..., Any],
+    build_config: Callable[..., Any],
+) -> dict[str, float]:
+    """Export ``ctx.dataset`` with ``export`` (an :mod:`eqbench.openmmlab.data` function), build
+    mmengine's config with ``build_config``, then train and test it (on every process).
+
+    The exported data lives in a temporary folder; the work dir is ``cfg.work_dir`` or another
+    temporary folder (:func:`_work_dir`). Returns :func:`~eqbench.openmmlab.runner.train_and_test`'s
+    test metrics.
+    """
+    from eqbench.openmmlab.runner import train_and_test
+
+    with ExitStack() as stack:
+        work = _work_dir(stack, cfg.work_dir)
+        data_dir = _temp_dir(stack)
+        data = export(ctx.dataset, cfg.n_train, cfg.n_test, cfg.image_size, ctx.seed, data_dir)
+        mm = build_config(cfg, ctx.model.spec, ctx.model.encoder.embed_dim, data, work, ctx.seed)
+        return train_and_test(mm, ctx.dist)
+
+
 class _OpenMMLabProtocol(Protocol):
     #: Under ``torchrun`` every process runs the task: mmengine's own distributed run, the
     #: total ``batch_size`` split over the processes (:func:`eqbench.openmmlab.runner.distribute`).
@@ -173,20 +197,9 @@ class SegmentationFinetune(_OpenMMLabProtocol):
 
         require_openmmlab()
         from eqbench.openmmlab.data import segmentation_data
-        from eqbench.openmmlab.runner import train_and_test
         from eqbench.openmmlab.segmentation import segmentation_config
 
-        cfg: SegmentationFinetuneConfig = config
-        with ExitStack() as stack:
-            work = _work_dir(stack, cfg.work_dir)
-            data_dir = _temp_dir(stack)
-            data = segmentation_data(
-                ctx.dataset, cfg.n_train, cfg.n_test, cfg.image_size, ctx.seed, data_dir
-            )
-            mm = segmentation_config(
-                cfg, ctx.model.spec, ctx.model.encoder.embed_dim, data, work, ctx.seed
-            )
-            scores = train_and_test(mm, ctx.dist)
+        scores = _finetune_and_test(config, ctx, segmentation_data, segmentation_config)
         # IoUMetric reports percentages rounded to 0.01
         return {
             "miou": [scores["mIoU"] / 100],
@@ -209,19 +222,8 @@ class DetectionMmdet(_OpenMMLabProtocol):
         require_openmmlab()
         from eqbench.openmmlab.data import coco_data
         from eqbench.openmmlab.detection import detection_config
-        from eqbench.openmmlab.runner import train_and_test
 
-        cfg: DetectionMmdetConfig = config
-        with ExitStack() as stack:
-            work = _work_dir(stack, cfg.work_dir)
-            data_dir = _temp_dir(stack)
-            data = coco_data(
-                ctx.dataset, cfg.n_train, cfg.n_test, cfg.image_size, ctx.seed, data_dir
-            )
-            mm = detection_config(
-                cfg, ctx.model.spec, ctx.model.encoder.embed_dim, data, work, ctx.seed
-            )
-            scores = train_and_test(mm, ctx.dist)
+        scores = _finetune_and_test(config, ctx, coco_data, detection_config)
         out: MetricValues = {}
         for key, name in COCO_METRICS.items():
             value = scores.get(f"coco/{key}")
