@@ -207,8 +207,19 @@ def labelled_splits(
     return x_tr, y_tr, x_te, y_te, len(ds_tr.classes)
 
 
+class _LabelledFeatures(Protocol):
+    """A protocol on the frozen features of a labelled dataset's train and test splits
+    (:func:`labelled_splits`); its config has ``n_train``, ``n_test`` and ``image_size``."""
+
+    def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
+        check_labelled_dataset(dataset, seed, config.n_train, config.n_test)
+
+    def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest]:
+        return labelled_requests(ctx, config.n_train, config.n_test, config.image_size)
+
+
 @PROTOCOLS.register("knn")
-class Knn(Protocol):
+class Knn(_LabelledFeatures):
     """DINO's temperature-weighted kNN vote on L2-normalised frozen features.
 
     Runs on the evaluation device (``--device``), in bounded memory
@@ -228,11 +239,7 @@ class Knn(Protocol):
                 f"ks={list(cfg.ks)} does not report the task's primary metric "
                 f"'{primary_metric}'. Keep its k in ks."
             )
-        check_labelled_dataset(dataset, seed, cfg.n_train, cfg.n_test)
-
-    def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest]:
-        cfg: KnnConfig = config
-        return labelled_requests(ctx, cfg.n_train, cfg.n_test, cfg.image_size)
+        super().preflight(config, dataset, seed, primary_metric)
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: KnnConfig = config
@@ -260,7 +267,7 @@ class Knn(Protocol):
 
 
 @PROTOCOLS.register("linear")
-class Linear(Protocol):
+class Linear(_LabelledFeatures):
     """Logistic regression on frozen features, L2 strength chosen on a validation split."""
 
     Config = LinearConfig
@@ -268,14 +275,6 @@ class Linear(Protocol):
     units: ClassVar[dict[str, str]] = dict(
         top1="percent", top5="percent", val_top1="percent", best_c="value"
     )
-
-    def preflight(self, config: Any, dataset: DatasetSpec, seed: int, primary_metric: str) -> None:
-        cfg: LinearConfig = config
-        check_labelled_dataset(dataset, seed, cfg.n_train, cfg.n_test)
-
-    def feature_requests(self, config: Any, ctx: EvalContext) -> list[FeatureRequest]:
-        cfg: LinearConfig = config
-        return labelled_requests(ctx, cfg.n_train, cfg.n_test, cfg.image_size)
 
     def run(self, config: Any, ctx: EvalContext) -> MetricValues:
         cfg: LinearConfig = config
