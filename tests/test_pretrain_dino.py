@@ -4,6 +4,7 @@ here, the EMA teacher, multi-crop, masking, and TIR on top of them (arXiv 2503.1
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -299,7 +300,9 @@ def test_tir_on_distillation(base: str) -> None:
     assert "recon" not in out and out["loss"].item() == out["ssl"].item()
 
 
-def test_teacher_backbone_is_saved_for_evaluation(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def check_teacher_is_saved(method: str, run: Path) -> None:
+    """Pretrain ``method`` on micro_vit for two steps into ``run``; its EMA teacher's backbone is
+    saved for evaluation beside the student's and loads as a ``-teacher`` model."""
     from eqbench.checkpoints import load_state_file
     from eqbench.dataclass_dicts import from_dict
     from eqbench.models import load_model
@@ -308,7 +311,7 @@ def test_teacher_backbone_is_saved_for_evaluation(tmp_path) -> None:  # type: ig
     cfg = from_dict(
         PretrainConfig,
         {
-            "method": "dino",
+            "method": method,
             "backbone": "micro_vit",
             "img_size": 32,
             "n_images": 16,
@@ -317,12 +320,12 @@ def test_teacher_backbone_is_saved_for_evaluation(tmp_path) -> None:  # type: ig
             "warmup_steps": 1,
             "device": "cpu",
             "tensorboard": False,
-            "method_options": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+            "method_options": SMALL,
         },
         "test",
     )
-    student = pretrain(cfg, tmp_path / "run")
-    teacher = tmp_path / "run" / TEACHER_CHECKPOINT_NAME
+    student = pretrain(cfg, run)
+    teacher = run / TEACHER_CHECKPOINT_NAME
     model = load_model(str(teacher), img_size=32)
     assert model.model_id.endswith("-teacher")
     s = load_state_file(student)[0]["backbone"]
@@ -330,3 +333,7 @@ def test_teacher_backbone_is_saved_for_evaluation(tmp_path) -> None:  # type: ig
     assert s.keys() == t.keys()
     # the EMA teacher lags the student: same architecture, different weights after training
     assert any(not torch.equal(s[k], t[k]) for k in s)
+
+
+def test_teacher_backbone_is_saved_for_evaluation(tmp_path: Path) -> None:
+    check_teacher_is_saved("dino", tmp_path / "run")

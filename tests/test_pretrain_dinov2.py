@@ -4,6 +4,7 @@ written here (and lightly's), the ``dinov2`` step, and TIR on top of it (arXiv 2
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,13 @@ import torch.nn.functional as F
 
 # the micro models, images and one-thread setting of the DINO/iBOT tests (the autouse fixture
 # applies here once imported)
-from test_pretrain_dino import IMG, SMALL, _one_thread, images  # noqa: F401
+from test_pretrain_dino import (  # noqa: F401
+    IMG,
+    SMALL,
+    _one_thread,
+    check_teacher_is_saved,
+    images,
+)
 
 from eqbench.backbones import create_encoder
 from eqbench.errors import ConfigError, EqbenchError
@@ -337,33 +344,5 @@ def test_tir_on_dinov2() -> None:
 
 
 @pytest.mark.parametrize("name", ["dinov2", "tir+dinov2"])
-def test_teacher_backbone_is_saved_for_evaluation(name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from eqbench.checkpoints import load_state_file
-    from eqbench.dataclass_dicts import from_dict
-    from eqbench.models import load_model
-    from eqbench.train import TEACHER_CHECKPOINT_NAME, PretrainConfig, pretrain
-
-    cfg = from_dict(
-        PretrainConfig,
-        {
-            "method": name,
-            "backbone": "micro_vit",
-            "img_size": 32,
-            "n_images": 16,
-            "batch_size": 8,
-            "steps": 2,
-            "warmup_steps": 1,
-            "device": "cpu",
-            "tensorboard": False,
-            "method_options": SMALL,
-        },
-        "test",
-    )
-    student = pretrain(cfg, tmp_path / "run")
-    teacher = tmp_path / "run" / TEACHER_CHECKPOINT_NAME
-    model = load_model(str(teacher), img_size=32)
-    assert model.model_id.endswith("-teacher")
-    s = load_state_file(student)[0]["backbone"]
-    t = load_state_file(teacher)[0]["backbone"]
-    assert s.keys() == t.keys()
-    assert any(not torch.equal(s[k], t[k]) for k in s)  # the EMA teacher lags the student
+def test_teacher_backbone_is_saved_for_evaluation(name: str, tmp_path: Path) -> None:
+    check_teacher_is_saved(name, tmp_path / "run")
