@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,15 @@ def _private_cache(
     cache = tmp_path_factory.mktemp("feature-cache")
     monkeypatch.setenv("EQBENCH_CACHE_DIR", str(cache))
     return cache
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread during the test (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    micro models gain nothing from threads, and threads slow them badly on a busy machine."""
+    import torch  # here, not at the top: the thread variables above are set before torch loads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -4,7 +4,6 @@ layouts, the COCO and ADE20K exports read back by those loaders, and bad input."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,7 @@ from eqbench.data.export import ExportConfig, export_shapes
 from eqbench.data.shapes import CLASSES, ShapeScenes
 from eqbench.errors import ConfigError, DatasetError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _shapes(split: str, n: int, seed: int = 0) -> ShapeScenes:

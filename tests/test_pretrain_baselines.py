@@ -4,7 +4,6 @@ EquiMod, SIE, MAE): their losses against hand-computed values or references writ
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -25,13 +24,7 @@ from eqbench.transforms import build_transform
 IMG = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Micro models gain nothing from threads, and threads slow them badly on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_images(n: int = 6, side: int = 40, seed: int = 0) -> torch.Tensor:

@@ -3,7 +3,6 @@ here, the EMA teacher, multi-crop, masking, and TIR on top of them (arXiv 2503.1
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,7 @@ IMG = 32
 SMALL = {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Micro models gain nothing from threads, and threads slow them badly on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(n: int = 8, seed: int = 0) -> torch.Tensor:

@@ -12,20 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-# the micro models, images and one-thread setting of the DINO/iBOT tests (the autouse fixture
-# applies here once imported)
-from test_pretrain_dino import (  # noqa: F401
-    IMG,
-    SMALL,
-    _one_thread,
-    check_teacher_is_saved,
-    images,
-)
+# the micro models and images of the DINO/iBOT tests
+from test_pretrain_dino import IMG, SMALL, check_teacher_is_saved, images
 
 from eqbench.backbones import create_encoder
 from eqbench.errors import ConfigError, EqbenchError
 from eqbench.losses import DINOv2Loss, KoLeoLoss, masked_token_cross_entropy, sinkhorn_knopp
 from eqbench.methods import DINOv2, TIRDINOv2, TrainBatch, build_method
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: micro_vit at 32 px has 4 tokens: mask 2 of them in every global crop
 ALWAYS_MASK = {"mask_prob": 1.0, "mask_ratio": 0.5, "mask_ratio_var": 0.0}

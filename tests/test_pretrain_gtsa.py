@@ -4,7 +4,6 @@ values and references written here, the correspondence warm-up, and training on 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,12 +29,7 @@ IMG = 32
 SMALL = {"out_dim": 32, "rotation_dims": [16, 8]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------ geometry
