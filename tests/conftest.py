@@ -40,3 +40,12 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def zoo_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> Path:
+    """An empty model zoo for the test (``EQBENCH_ZOO_DIR``), with one torch thread."""
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    monkeypatch.setenv("EQBENCH_ZOO_DIR", str(zoo))
+    return zoo

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,7 @@ from eqbench.zoo.submit import submit, verify
 VIT = "vit_tiny_patch16_224"
 
 
-@pytest.fixture(autouse=True)
-def _zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    zoo = tmp_path / "zoo"
-    zoo.mkdir()
-    monkeypatch.setenv("EQBENCH_ZOO_DIR", str(zoo))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield zoo
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("zoo_dir")
 
 
 def oracle(arch: str, seed: int = 1, **kwargs: Any) -> torch.nn.Module:
@@ -146,7 +138,7 @@ def features_equal(card_id: str, reference: torch.nn.Module, size: int = 224) ->
 @pytest.mark.parametrize("fmt", sorted(CASES))
 @pytest.mark.parametrize("detect", [False, True], ids=["explicit", "auto"])
 def test_each_format_loads_to_the_same_features(
-    fmt: str, detect: bool, tmp_path: Path, _zoo: Path
+    fmt: str, detect: bool, tmp_path: Path, zoo_dir: Path
 ) -> None:
     arch, wrap, n_dropped = CASES[fmt]
     reference = oracle(arch)
@@ -165,7 +157,7 @@ def test_each_format_loads_to_the_same_features(
     else:
         assert card.dropped_keys  # heads / the other branch are reported
     assert not any(k.startswith(("blocks.", "patch_embed", "cls_token")) for k in card.dropped_keys)
-    assert done.path == _zoo / f"m-{fmt}.yaml"
+    assert done.path == zoo_dir / f"m-{fmt}.yaml"
     features_equal(f"m-{fmt}", reference)
 
 
@@ -216,13 +208,13 @@ class Evil:
     ids=["garbage", "truncated", "code-torch", "code-pickle", "wrong-arch"],
 )
 def test_bad_checkpoints_are_refused_and_nothing_is_written(
-    make: Callable[[Path], Any], match: str, tmp_path: Path, _zoo: Path
+    make: Callable[[Path], Any], match: str, tmp_path: Path, zoo_dir: Path
 ) -> None:
     path = tmp_path / "bad.pth"
     make(path)
     with pytest.raises(CheckpointError, match=match):
         submit(path, card_id="bad", fmt="timm", arch=VIT)
-    assert card_ids() == [] and not any(_zoo.iterdir())
+    assert card_ids() == [] and not any(zoo_dir.iterdir())
 
 
 def test_card_ids_and_existing_cards(tmp_path: Path) -> None:

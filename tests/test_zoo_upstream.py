@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
 from pathlib import Path, PosixPath
 from typing import Any
 
@@ -34,15 +33,7 @@ REG = "vit_small_patch14_reg4_dinov2"  # DINOv2 ViT-S/14 with 4 registers
 IMAGENET = ([round(v, 6) for v in IMAGENET_MEAN], [round(v, 6) for v in IMAGENET_STD])
 
 
-@pytest.fixture(autouse=True)
-def _zoo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    zoo = tmp_path / "zoo"
-    zoo.mkdir()
-    monkeypatch.setenv("EQBENCH_ZOO_DIR", str(zoo))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield zoo
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("zoo_dir")
 
 
 def random_state(arch: str, seed: int = 1, **kwargs: Any) -> dict[str, Tensor]:
@@ -346,10 +337,10 @@ def test_patch14_card_runs_the_default_tasks_at_a_snapped_size(tmp_path: Path) -
 
 
 def test_submit_suite_refuses_a_task_the_patch_size_cannot_run_before_the_card(
-    tmp_path: Path, _zoo: Path
+    tmp_path: Path, zoo_dir: Path
 ) -> None:
     path = tmp_path / "dinov2.pth"
     torch.save(dinov2_hub(), path)
     with pytest.raises(ConfigError, match=r"patch size 14.*multiple of 224"):
         submit(path, card_id="dinov2", arch=REG, suite="detection/maskrcnn")
-    assert card_ids() == [] and not any(_zoo.iterdir())
+    assert card_ids() == [] and not any(zoo_dir.iterdir())
