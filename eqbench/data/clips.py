@@ -29,7 +29,7 @@ import torch
 from matplotlib.path import Path as PolygonPath
 
 from eqbench.data.base import DATASETS, refuse_path, split_size
-from eqbench.data.photos import load_photo, split_photos
+from eqbench.data.photos import load_photo, photos_fingerprint, split_photos
 from eqbench.data.shapes import BACKGROUND_GAIN, CLASSES, OUTLINES, SHAPE_SATURATION, SHAPE_VALUE
 from eqbench.data.video import VideoDataset
 
@@ -208,14 +208,9 @@ class ShapeClips(VideoDataset):
         return self._clip(video)[1]
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "split": self.split,
-            "n": self.n,
-            "seed": self.seed,
-            "photos": list(self.photos),
-            "version": GENERATOR_VERSION,
-        }
+        return photos_fingerprint(
+            self.name, self.split, self.n, self.seed, self.photos, GENERATOR_VERSION
+        )
 
 
 @DATASETS.register(

@@ -176,6 +176,23 @@ def _split_code(split: str) -> int:
     return {"train": 0, "test": 1}[split]
 
 
+def photos_fingerprint(
+    name: str, split: str, n: int, seed: int, photos: Sequence[str], version: int, **extra: Any
+) -> dict[str, Any]:
+    """The fingerprint of a split of the built-in dataset ``name`` generated from the built-in
+    ``photos``: name, split, size ``n``, seed, photos, then the generator's ``extra`` settings
+    and its ``version``."""
+    return {
+        "name": name,
+        "split": split,
+        "n": n,
+        "seed": seed,
+        "photos": list(photos),
+        **extra,
+        "version": version,
+    }
+
+
 class PhotoCrops(ImageDataset):
     """Seeded random square crops of the built-in photographs (see the module docstring).
 
@@ -253,15 +270,15 @@ class PhotoCrops(ImageDataset):
         return rows_out
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "split": self.split,
-            "n": self.n,
-            "seed": self.seed,
-            "photos": list(self.photos),
-            "crop_scale": list(CROP_SCALE),
-            "version": GENERATOR_VERSION,
-        }
+        return photos_fingerprint(
+            self.name,
+            self.split,
+            self.n,
+            self.seed,
+            self.photos,
+            GENERATOR_VERSION,
+            crop_scale=list(CROP_SCALE),
+        )
 
 
 @DATASETS.register(

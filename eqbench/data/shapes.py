@@ -35,7 +35,7 @@ from torch import Tensor
 
 from eqbench.data.base import DATASETS, refuse_path, resize_square, split_size
 from eqbench.data.dense import Instance, SegmentationDataset, mask_box
-from eqbench.data.photos import PHOTO_NAMES, load_photo, split_photos
+from eqbench.data.photos import PHOTO_NAMES, load_photo, photos_fingerprint, split_photos
 
 #: Bumped whenever scene sampling or rendering changes (expires cached features).
 GENERATOR_VERSION = 2
@@ -211,14 +211,9 @@ class ShapeScenes(SegmentationDataset):
         return images, masks
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "split": self.split,
-            "n": self.n,
-            "seed": self.seed,
-            "photos": list(self.photos),
-            "version": GENERATOR_VERSION,
-        }
+        return photos_fingerprint(
+            self.name, self.split, self.n, self.seed, self.photos, GENERATOR_VERSION
+        )
 
 
 @DATASETS.register(
