@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eqbench.losses.distributed import gather_with_grad
-from eqbench.losses.vicreg import covariance_term, invariance_term, variance_term
+from eqbench.losses.vicreg import invariance_term, variance_covariance, variance_term
 
 
 def augself_loss(prediction: Tensor, target: Tensor, kind: str = "regression") -> Tensor:
@@ -79,9 +79,8 @@ class SIELoss(nn.Module):
         x, y = torch.cat([inv1, equi1], dim=1), torch.cat([inv2, equi2], dim=1)
         if self.gather_distributed:
             x, y, pred2 = gather_with_grad(x), gather_with_grad(y), gather_with_grad(pred2)
-        variance = 0.5 * (variance_term(x, self.eps) + variance_term(y, self.eps))
+        variance, covariance = variance_covariance(x, y, self.eps)
         pred_variance = 0.5 * variance_term(pred2, self.eps)
-        covariance = covariance_term(x) + covariance_term(y)
         return {
             "invariance": invariance,
             "equivariance": equivariance,

@@ -42,6 +42,14 @@ def covariance_term(z: Tensor) -> Tensor:
     return off_diagonal / dim
 
 
+def variance_covariance(z_a: Tensor, z_b: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
+    """VICReg's variance ``½·[v(z_a) + v(z_b)]`` and covariance ``c(z_a) + c(z_b)`` of two
+    ``(B, D)`` embeddings (``v`` is :func:`variance_term`, ``c`` :func:`covariance_term`)."""
+    variance = 0.5 * (variance_term(z_a, eps) + variance_term(z_b, eps))
+    covariance = covariance_term(z_a) + covariance_term(z_b)
+    return variance, covariance
+
+
 class VICRegLoss(nn.Module):
     """The VICReg loss of Bardes et al. (arXiv 2105.04906), with its three terms for logging.
 
@@ -89,8 +97,7 @@ class VICRegLoss(nn.Module):
             z_a, z_b = gather_with_grad(z_a), gather_with_grad(z_b)  # (W·B, D)
         if z_a.shape[0] < 2:
             raise EqbenchError("VICReg's variance needs a batch of at least 2; raise batch_size.")
-        variance = 0.5 * (variance_term(z_a, self.eps) + variance_term(z_b, self.eps))
-        covariance = covariance_term(z_a) + covariance_term(z_b)
+        variance, covariance = variance_covariance(z_a, z_b, self.eps)
         return {"invariance": invariance, "variance": variance, "covariance": covariance}
 
     def weighted(self, terms: dict[str, Tensor]) -> Tensor:
