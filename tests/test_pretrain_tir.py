@@ -104,6 +104,8 @@ def test_decoder_folds_tokens_to_pixels() -> None:
         tokens[0, 4, 0] = 5.0  # token 4 = grid cell (1, 1)
         folded = decoder.fold(tokens, (2, 3))
     assert folded.shape == (1, 2, 8, 12)
+    # written once, straight into the layout the channels-last convolutions read
+    assert folded.is_contiguous(memory_format=torch.channels_last)
     assert torch.all(folded[0, 0, 4:8, 4:8] == 6.0)
     assert float(folded[0, 0].sum()) == 6.0 * 16 + 1.0 * (96 - 16)
     assert float(folded[0, 1].abs().sum()) == 0.0

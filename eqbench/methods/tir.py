@@ -163,8 +163,10 @@ class TIRDecoder(nn.Module):
         batch = tokens.shape[0]
         (h, w), p, c = grid, self.patch_size, self.channels
         x = self.linear(tokens)  # (B, h·w, p·p·c)
-        x = x.view(batch, h, w, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (B, c, h, p, w, p)
-        return x.reshape(batch, c, h * p, w * p)
+        x = x.view(batch, h, w, p, p, c).permute(0, 1, 3, 2, 4, 5)  # (B, h, p, w, p, c)
+        # one copy straight into the channels-last layout the convolutions read (a permuted view
+        # of (B, h·p, w·p, c)), instead of an NCHW copy and a second channels-last one
+        return x.reshape(batch, h * p, w * p, c).permute(0, 3, 1, 2)
 
     def forward(self, tokens: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
         """Decode tokens ``(B, h·w, in_dim)`` on an ``(h, w)`` grid into ``(B, 3, H, W)``.
