@@ -8,6 +8,7 @@ Models (``eqbench.demo.DEMO_MODELS``), each pretrained with the same steps, data
 * ``tir+vicreg-control``: the matched control, the same config with λ = 0 (same rotated second
   view, split and recipe, no decoders): any claim that TIR helps rests on TIR − control;
 * ``tir+vicreg-k1`` / ``tir+vicreg-k3``: the paper's Table 9 ablation (K = 1, 3);
+* ``tir+vicreg-lambda0.1`` / ``tir+vicreg-lambda5``: the reconstruction-weight sweep (λ = 0.1, 5);
 * ``rotation_supervised``: the positive control (trained with supervision to predict the rotation
   between two views); the rotation probe must read a high R² from it.
 
@@ -18,8 +19,9 @@ trained: the mean patch token here) and ``grid`` (patch tokens pooled to 2×2, f
 feature cache holds both, so the second feature costs the probes only.
 
 Printed per feature: a per-seed table, means ± std over seeds, and paired differences (TIR −
-control, TIR − base, and K = 1/3 − K = 2) with their standard errors over seeds. Runs and results
-are reused when the output folder holds them; ``--report-only`` prints from what is there.
+control, TIR − base, K = 1/3 − K = 2 and λ = 0.1/5 − λ = 1) with their standard errors over
+seeds. Runs and results are reused when the output folder holds them; ``--report-only`` prints
+from what is there.
 
 Usage: python benchmarks/tir_science.py [--seeds 0,1,2,3,4] [--models ...] [--features auto,grid]
        [--steps 200] [--n-train 10000] [--n-test 2000] [--out runs/science] [--report-only]
@@ -69,6 +71,8 @@ COMPARISONS = (
     ("tir+vicreg-control", "vicreg"),
     ("tir+vicreg-k1", "tir+vicreg"),
     ("tir+vicreg-k3", "tir+vicreg"),
+    ("tir+vicreg-lambda0.1", "tir+vicreg"),
+    ("tir+vicreg-lambda5", "tir+vicreg"),
 )
 MAIN_MODELS = "vicreg,tir+vicreg,tir+vicreg-control,tir+vicreg-k1,tir+vicreg-k3,rotation_supervised"
 
@@ -129,8 +133,8 @@ def report(rows: dict[str, dict[int, dict[str, float]]], title: str) -> list[str
         cells = []
         for c in COLUMNS:
             vals = np.array([r[c] for r in per_seed.values()])
-            std = vals.std(ddof=1) if len(vals) > 1 else float("nan")
-            cells.append(f"{vals.mean():.3f} ± {std:.3f}")
+            spread = f" ± {vals.std(ddof=1):.3f}" if len(vals) > 1 else ""  # none from one seed
+            cells.append(f"{vals.mean():.3f}{spread}")
         lines.append(f"| **{model}** | mean of {len(per_seed)} | " + " | ".join(cells) + " |")
     lines += ["", "| paired difference | " + " | ".join(PAIRED) + " |"]
     lines.append("|---|" + "---|" * len(PAIRED))
@@ -142,7 +146,10 @@ def report(rows: dict[str, dict[int, dict[str, float]]], title: str) -> list[str
                 cells.append("—")
                 continue
             mean, se, n, wins = d
-            ratio = f", {mean / se:+.1f} s.e." if se == se and se > 0 else ""
+            if n < 2:  # one seed has no standard error
+                cells.append(f"{mean:+.3f} (1 seed)")
+                continue
+            ratio = f", {mean / se:+.1f} s.e." if se > 0 else ""
             cells.append(f"{mean:+.3f} ± {se:.3f} ({wins}/{n} seeds > 0{ratio})")
         if any(cell != "—" for cell in cells):
             lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
