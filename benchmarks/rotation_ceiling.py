@@ -27,20 +27,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from sklearn.metrics import r2_score
 
 from eqbench.backbones import create_encoder
 from eqbench.data import load_dataset
+from eqbench.errors import CheckpointError, ConfigError, EqbenchError
 from eqbench.methods import build_method
 from eqbench.methods.rotation_supervised import RotationSupervised
 from eqbench.protocols.base import generator
 from eqbench.protocols.views import context_size, view_batches
+from eqbench.train import load_pretrain_config
 from eqbench.train.state import ENCODER_PREFIX, TRAIN_STATE_KEY, read_training_checkpoint
 from eqbench.transforms import build_transform
 
 VIEW = 64
 DEGREES = (-45.0, 45.0)
+#: Fewest pairs worth an R².
+MIN_PAIRS = 10
 
 
 def test_pairs(
@@ -90,19 +93,42 @@ def pixel_matching(
     return estimate
 
 
-def head_predictions(run: Path, identity: torch.Tensor, rotated: torch.Tensor) -> torch.Tensor:
-    """θ̂ in degrees from the run's own supervised head (a ``rotation_supervised`` run)."""
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    if cfg["method"] != "rotation_supervised":
-        raise SystemExit(f"{run} is a '{cfg['method']}' run, not rotation_supervised.")
-    encoder = create_encoder(cfg["backbone"], img_size=cfg["img_size"], **cfg["backbone_options"])
-    method = build_method(cfg["method"], encoder, cfg["img_size"], cfg["method_options"])
+def load_head(run: Path) -> RotationSupervised:
+    """The run's encoder and supervised head, validated and loaded (a ``rotation_supervised`` run
+    written by ``eqbench pretrain``).
+
+    Raises:
+        EqbenchError: no such run, bad config, not a ``rotation_supervised`` run, or a checkpoint
+            that does not load (read with ``weights_only=True``).
+    """
+    if not (run / "config.yaml").is_file() or not (run / "checkpoint.pt").is_file():
+        raise ConfigError(
+            f"{run} is not a pretraining run folder (needs config.yaml and checkpoint.pt); pass "
+            "the --out folder of `eqbench pretrain -c rotation_supervised_photos_cpu`."
+        )
+    cfg = load_pretrain_config(str(run / "config.yaml"))  # typed and checked, like `pretrain`
+    if cfg.method != "rotation_supervised":
+        raise ConfigError(f"{run} is a '{cfg.method}' run; pass a rotation_supervised run.")
+    encoder = create_encoder(cfg.backbone, img_size=cfg.img_size, **cfg.backbone_options)
+    method = build_method(cfg.method, encoder, cfg.img_size, cfg.method_options)
     assert isinstance(method, RotationSupervised)
     state = read_training_checkpoint(run / "checkpoint.pt")
     full = {f"{ENCODER_PREFIX}{k}": v for k, v in state["backbone"].items()}
     full.update(state[TRAIN_STATE_KEY]["method_state"])
-    method.load_state_dict(full)
-    method.eval()
+    try:
+        method.load_state_dict(full)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{run}/checkpoint.pt does not fit its config.yaml ({str(err).splitlines()[0]}); "
+            "pass an unmodified run folder."
+        ) from None
+    return method.eval()
+
+
+def head_predictions(
+    method: RotationSupervised, identity: torch.Tensor, rotated: torch.Tensor
+) -> torch.Tensor:
+    """θ̂ in degrees from a positive control's own supervised head."""
     out = []
     with torch.inference_mode():
         for i in range(0, identity.shape[0], 256):
@@ -120,6 +146,9 @@ def report(
     parts = [f"all {r2_score(theta, estimate):.3f}"]
     for label in sorted(set(labels.tolist())):
         keep = labels == label
+        if keep.sum() < 2:  # R² needs two pairs
+            parts.append(f"{names[label]} n/a")
+            continue
         parts.append(f"{names[label]} {r2_score(theta[keep], estimate[keep]):.3f}")
     err = np.median(np.abs(theta - estimate))
     print(f"{name:<16} R²: " + ", ".join(parts) + f"; median |error| {err:.1f}°")
@@ -140,6 +169,14 @@ def main() -> None:
     args = parser.parse_args()
     from eqbench.data.photos import PHOTO_NAMES
 
+    if args.n_test < MIN_PAIRS:
+        parser.error(f"--n-test must be at least {MIN_PAIRS} (R² over pairs), got {args.n_test}.")
+    if args.skip_pixels and args.run is None:
+        parser.error("--skip-pixels leaves nothing to score; also pass --run DIR.")
+    try:  # every input checked, and the head loaded, before any pair is made
+        head = load_head(args.run) if args.run is not None else None
+    except EqbenchError as err:
+        parser.error(str(err))
     start = time.perf_counter()
     identity, rotated, theta_deg, labels = test_pairs(args.n_test, args.seed, args.split)
     theta = theta_deg.numpy()
@@ -150,11 +187,11 @@ def main() -> None:
     if not args.skip_pixels:
         estimate = pixel_matching(identity, rotated).numpy()
         report("pixel matching", theta, estimate, labels, list(PHOTO_NAMES))
-    if args.run is not None:
+    if head is not None:
         report(
             "supervised head",
             theta,
-            head_predictions(args.run, identity, rotated).numpy(),
+            head_predictions(head, identity, rotated).numpy(),
             labels,
             list(PHOTO_NAMES),
         )
